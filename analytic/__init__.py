@@ -1,0 +1,13 @@
+"""Exact problems: noise schedules, Gaussian-mixture targets with closed-form scores, time grids.
+
+Knows nothing of solvers."""
+
+from analytic.grids import GRIDS, make_grid
+from analytic.problems import BUILTIN, Problem, ProblemError, get_problem
+from analytic.schedules import SCHEDULES, Schedule, get_schedule
+from analytic.targets import GaussianMixture
+
+__all__ = [
+    "BUILTIN", "GRIDS", "SCHEDULES", "GaussianMixture", "Problem", "ProblemError", "Schedule",
+    "get_problem", "get_schedule", "make_grid",
+]

@@ -1,0 +1,1 @@
+"""The harness: joins problems, models, grids and solvers; measures, stores and reports."""

@@ -1,0 +1,117 @@
+"""The solver protocol: a small class with declared order, NFE per step, stochasticity and tags,
+and one `step`. Multistep memory lives in an explicit `State`; noise comes from a `NoiseSource`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from solvers.model import Model, ScheduleLike
+from solvers.noise import NoiseSource
+
+
+@dataclass
+class State:
+    """What a solver may remember between steps. `i` indexes the step t = times[i] -> times[i+1]."""
+
+    times: Tensor
+    i: int = 0
+    history: list = field(default_factory=list)  # solver-defined, newest last
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        return len(self.times) - 1
+
+    @property
+    def steps_left(self) -> int:
+        """Steps remaining including the current one."""
+        return self.steps - self.i
+
+    def remember(self, item: Any, keep: int) -> None:
+        self.history.append(item)
+        del self.history[:-keep]
+
+
+@dataclass
+class Solver:
+    """Base class. Subclasses are dataclasses whose fields are the solver's parameters.
+
+    Class attributes: `order` (theoretical global order; weak order for stochastic solvers),
+    `strong_order` (where it applies), `nfe_per_step`, `stochastic`, `tags` (e.g. "singlestep",
+    "multistep", "adaptive", "exponential", "kdiff"), `min_steps`, `time_variable` and `reference`
+    (paper and equation). The registry sets `name`.
+    """
+
+    name: ClassVar[str] = ""
+    order: ClassVar[float] = 1
+    strong_order: ClassVar[float | None] = None
+    nfe_per_step: ClassVar[int] = 1
+    stochastic: ClassVar[bool] = False
+    tags: ClassVar[frozenset[str]] = frozenset({"singlestep"})
+    min_steps: ClassVar[int] = 1
+    time_variable: ClassVar[str] = "t"
+    reference: ClassVar[str] = ""
+
+    def init_state(self, x: Tensor, times: Tensor) -> State:
+        return State(times=times)
+
+    def step(self, model: Model, x: Tensor, t: float, t_next: float, state: State,
+             noise: NoiseSource) -> Tensor:
+        raise NotImplementedError
+
+    def nfe(self, steps: int) -> int:
+        """Model calls for `steps` steps (adaptive solvers: None, counted at run time)."""
+        return steps * self.nfe_per_step
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The solver's parameters (the dataclass fields) as recorded in result rows."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+    @property
+    def label(self) -> str:
+        """CLI spelling: name plus the parameters that differ from the registered defaults."""
+        fixed = getattr(self, "_fixed", {})
+        changed = {}
+        for f in dataclasses.fields(self):
+            if not f.init or f.name in fixed:
+                continue
+            value = getattr(self, f.name)
+            if f.default is not dataclasses.MISSING and value == f.default:
+                continue
+            changed[f.name] = value
+        if not changed:
+            return self.name
+        return f"{self.name}[{','.join(f'{k}={v}' for k, v in changed.items())}]"
+
+    @property
+    def kind(self) -> str:
+        return "sde" if self.stochastic else "ode"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "order": self.order,
+            "strong_order": self.strong_order,
+            "stochastic": self.stochastic,
+            "nfe_per_step": self.nfe_per_step,
+            "min_steps": self.min_steps,
+            "tags": sorted(self.all_tags),
+            "time_variable": self.time_variable,
+            "params": self.params,
+            "reference": self.reference,
+        }
+
+    @property
+    def all_tags(self) -> frozenset[str]:
+        return self.tags | {self.kind}
+
+
+def coeffs(schedule: ScheduleLike, t: float) -> tuple[float, float, float]:
+    """(alpha, sigma, lambda) at t as Python floats."""
+    return float(schedule.alpha(t)), float(schedule.sigma(t)), float(schedule.log_snr(t))

@@ -1,0 +1,3 @@
+"""Imports every solver module so that its @register decorators run."""
+
+from solvers import first_order  # noqa: F401
