@@ -149,7 +149,8 @@ def problem_from_dict(spec: dict, name: str = "custom") -> Problem:
     if not (torch.isfinite(weights).all() and torch.isfinite(means).all()):
         raise ProblemError("weights and means must be finite")
     if (weights <= 0).any() or abs(float(weights.sum()) - 1) > 1e-6:
-        raise ProblemError(f"weights must be positive and sum to 1 within 1e-6 (sum {float(weights.sum())!r})")
+        total = float(weights.sum())
+        raise ProblemError(f"weights must be positive and sum to 1 within 1e-6 (sum {total!r})")
     if ("covs" in spec) == ("vars" in spec):
         raise ProblemError("give exactly one of 'covs' (full matrices) or 'vars' (per-dimension variances)")
     if "vars" in spec:

@@ -95,12 +95,13 @@ class BrownianTreeNoise(NoiseSource):
         g = torch.Generator().manual_seed(_mix(self.seed, depth, index))
         return torch.randn(self._shape, generator=g, dtype=torch.float64)
 
-    def _node(self, depth: int, index: int, value) -> Tensor:
+    def _node(self, depth: int, index: int, mean: Tensor | float, std: float) -> Tensor:
+        """The cached value mean + std * N(seed of the node) of tree node (depth, index)."""
         key = (depth, index)
         if key not in self._cache:
             if len(self._cache) >= self.cache_size:
                 self._cache.clear()
-            self._cache[key] = value()
+            self._cache[key] = mean + std * self._gauss(depth, index)
         return self._cache[key]
 
     def value(self, t: float, like: Tensor) -> Tensor:
@@ -109,16 +110,15 @@ class BrownianTreeNoise(NoiseSource):
             self._shape, self._cache = tuple(like.shape), {}
         t = float(t)
         if not self.t_lo - 1e-12 <= t <= self.t_hi + 1e-12:
-            raise ValueError(f"time {t} outside the Brownian tree's interval [{self.t_lo}, {self.t_hi}]")
+            raise ValueError(f"time {t} outside the Brownian tree's [{self.t_lo}, {self.t_hi}]")
         lo, hi = self.t_lo, self.t_hi
         w_lo = torch.zeros(self._shape, dtype=torch.float64)
-        w_hi = self._node(0, -1, lambda: math.sqrt(hi - lo) * self._gauss(0, -1))
+        w_hi = self._node(0, -1, 0.0, math.sqrt(hi - lo))
         depth, index = 0, 0
         while hi - lo > self.tol and lo < t < hi:
             mid = 0.5 * (lo + hi)
             std = math.sqrt((mid - lo) * (hi - mid) / (hi - lo))
-            a, b, d, i = w_lo, w_hi, depth, index
-            w_mid = self._node(d, i, lambda: 0.5 * (a + b) + std * self._gauss(d, i))
+            w_mid = self._node(depth, index, 0.5 * (w_lo + w_hi), std)
             if t < mid:
                 hi, w_hi, index = mid, w_mid, 2 * index
             else:

@@ -32,7 +32,7 @@ def slope(steps: list[int], errors: list[float]) -> float:
     xs = [math.log(s) for s in steps]
     ys = [math.log(e) for e in errors]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    return -sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return -sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
 
 
 def observed_order(solver_spec: str, problem: str = "gauss-aniso-3d", steps=(32, 64, 128, 256),
