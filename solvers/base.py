@@ -44,7 +44,9 @@ class Solver:
     Class attributes: `order` (theoretical global order; weak order for stochastic solvers),
     `strong_order` (where it applies), `nfe_per_step`, `stochastic`, `tags` (e.g. "singlestep",
     "multistep", "adaptive", "exponential", "kdiff"), `min_steps`, `time_variable` and `reference`
-    (paper and equation). The registry sets `name`.
+    (paper and equation). `affine`: the step is affine in (x, noise) whenever the model is affine
+    (false for rules such as step sizes from state norms); the exact-law metric needs it.
+    The registry sets `name`.
     """
 
     name: ClassVar[str] = ""
@@ -54,6 +56,7 @@ class Solver:
     stochastic: ClassVar[bool] = False
     tags: ClassVar[frozenset[str]] = frozenset({"singlestep"})
     min_steps: ClassVar[int] = 1
+    affine: ClassVar[bool] = True
     time_variable: ClassVar[str] = "t"
     reference: ClassVar[str] = ""
 
@@ -101,6 +104,7 @@ class Solver:
             "stochastic": self.stochastic,
             "nfe_per_step": self.nfe_per_step,
             "min_steps": self.min_steps,
+            "affine": self.affine,
             "tags": sorted(self.all_tags),
             "time_variable": self.time_variable,
             "params": self.params,
