@@ -103,6 +103,10 @@ class VPLinear(Schedule):
         la = self.log_alpha(t)
         return la - 0.5 * torch.log(-torch.expm1(2 * la))
 
+    def g2(self, t: TimeLike) -> Tensor:
+        """Variance preserving: g^2 = -2 f (beta(t) for the linear schedule), finite at t = 0."""
+        return -2 * self.f(t)
+
     def t_of_log_snr(self, lam: TimeLike) -> Tensor:
         log_alpha = -0.5 * torch.nn.functional.softplus(-2 * _t(lam))
         a, b = 0.25 * (self.beta_max - self.beta_min), 0.5 * self.beta_min
@@ -149,6 +153,10 @@ class VPCosine(Schedule):
     def log_snr(self, t: TimeLike) -> Tensor:
         la = self.log_alpha(t)
         return la - 0.5 * torch.log(-torch.expm1(2 * la))
+
+    def g2(self, t: TimeLike) -> Tensor:
+        """Variance preserving: g^2 = -2 f (beta(t) for the linear schedule), finite at t = 0."""
+        return -2 * self.f(t)
 
     def t_of_log_snr(self, lam: TimeLike) -> Tensor:
         log_alpha = -0.5 * torch.nn.functional.softplus(-2 * _t(lam))
@@ -199,6 +207,10 @@ class DiscreteDDPM(Schedule):
     def d_sigma(self, t: TimeLike) -> Tensor:
         a = self.alpha(t)
         return -self.sigma(t) * a * a * self._d_log_snr(t)
+
+    def g2(self, t: TimeLike) -> Tensor:
+        """Variance preserving: g^2 = -2 f (beta(t) for the linear schedule), finite at t = 0."""
+        return -2 * self.f(t)
 
     def t_of_log_snr(self, lam: TimeLike) -> Tensor:
         lam = _t(lam)
