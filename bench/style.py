@@ -1,0 +1,100 @@
+"""One visual language for every figure: a colour family and a marker family per solver family,
+shades and marker variants within a family, and two sizes ("paper" single column, "slides")."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import matplotlib as mpl
+import seaborn as sns
+
+FAMILIES = ("ode-singlestep", "multistep", "sde", "adaptive")
+FAMILY_LABELS = {"ode-singlestep": "ODE single-step", "multistep": "multistep", "sde": "SDE",
+                 "adaptive": "adaptive"}
+# Sequential colormap per family: solvers take evenly spaced shades of their family's map.
+FAMILY_CMAPS = {"ode-singlestep": "Blues", "multistep": "Greens", "sde": "Reds", "adaptive": "Purples",
+                "other": "Greys"}
+# The first marker is the family's own; later solvers of the family cycle through the rest.
+FAMILY_MARKERS = {"ode-singlestep": ("o", "h", "p", "8"), "multistep": ("s", "D", "d", "P"),
+                  "sde": ("^", "v", "<", ">"), "adaptive": ("X", "*", "H", "+"),
+                  "other": ("x", "1", "2", "3")}
+
+
+@dataclass(frozen=True)
+class Size:
+    """Figure geometry and type sizes of one style."""
+
+    width: float  # inches, whole figure
+    panel_height: float  # inches per row of panels
+    max_cols: int
+    font: float
+    line: float
+    marker: float
+    context: str
+
+
+STYLES = {
+    "paper": Size(width=3.4, panel_height=1.65, max_cols=2, font=6.5, line=0.9, marker=3.0,
+                  context="paper"),
+    "slides": Size(width=11.0, panel_height=3.4, max_cols=3, font=14.0, line=2.0, marker=7.0,
+                   context="talk"),
+}
+
+
+def get_size(style: str) -> Size:
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; valid: {', '.join(STYLES)}")
+    return STYLES[style]
+
+
+@dataclass(frozen=True)
+class SolverStyle:
+    color: tuple[float, float, float]
+    marker: str
+    family: str
+
+
+def solver_styles(solvers: Iterable[tuple[str, str]]) -> dict[str, SolverStyle]:
+    """Colour and marker for each (solver label, family), stable for a given set of solvers.
+
+    Pass every solver of the results directory at once so that all figures agree."""
+    by_family: dict[str, list[str]] = {}
+    for label, family in solvers:
+        fam = family if family in FAMILIES else "other"
+        if label not in by_family.setdefault(fam, []):
+            by_family[fam].append(label)
+    out: dict[str, SolverStyle] = {}
+    for fam, labels in by_family.items():
+        cmap = mpl.colormaps[FAMILY_CMAPS[fam]]
+        n = len(labels)
+        markers = FAMILY_MARKERS[fam]
+        for k, label in enumerate(labels):
+            shade = 0.85 if n == 1 else 0.95 - 0.5 * k / (n - 1)  # dark to mid, never washed out
+            out[label] = SolverStyle(tuple(cmap(shade)[:3]), markers[k % len(markers)], fam)
+    return out
+
+
+def family_of(family: str) -> str:
+    return family if family in FAMILIES else "other"
+
+
+@contextmanager
+def use_style(style: str) -> Iterator[Size]:
+    """Seaborn theme and rc settings of one style, restored on exit."""
+    size = get_size(style)
+    rc = {
+        "font.size": size.font, "axes.titlesize": size.font, "axes.labelsize": size.font,
+        "xtick.labelsize": size.font * 0.9, "ytick.labelsize": size.font * 0.9,
+        "legend.fontsize": size.font * 0.9, "legend.title_fontsize": size.font,
+        "lines.linewidth": size.line, "lines.markersize": size.marker, "axes.linewidth": 0.6,
+        "grid.linewidth": 0.4, "xtick.major.width": 0.6, "ytick.major.width": 0.6,
+        "xtick.minor.width": 0.4, "ytick.minor.width": 0.4, "pdf.fonttype": 42, "ps.fonttype": 42,
+        "savefig.bbox": "tight", "savefig.pad_inches": 0.02, "axes.titlepad": 3.0,
+    }
+    with mpl.rc_context():
+        sns.set_theme(context=size.context, style="ticks", rc=rc)
+        sns.set_style("ticks", {"axes.grid": True, "grid.color": "0.9"})
+        mpl.rcParams.update(rc)
+        yield size

@@ -1,0 +1,181 @@
+"""Figures from a small synthetic results directory that follows the results schema exactly."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.plots import ORDER_COLUMNS, RESULT_COLUMNS, ResultsError, load_results, make_figures
+
+# (label, name, params, family, stochastic, theory order, NFE per step)
+SOLVERS = [
+    ("euler", "euler", {}, "ode-singlestep", False, 1.0, 1),
+    ("heun", "heun", {}, "ode-singlestep", False, 2.0, 2),
+    ("dpmpp-2m", "dpmpp-2m", {}, "multistep", False, 2.0, 1),
+    ("ddim-eta[eta=1.0]", "ddim-eta", {"eta": 1.0}, "sde", True, 1.0, 1),
+    ("rk45[rtol=1e-3]", "rk45", {"rtol": 1e-3}, "adaptive", False, 4.0, 6),
+]
+STEPS = (5, 10, 20, 40)
+
+
+def _row(problem: str, solver: tuple, steps: int, seed: int, metric: str, value: float, floor: float,
+         model: str = "exact", tolerance: float = math.nan, status: str = "ok", reason: str = "") -> dict:
+    label, name, params, family, stochastic, order, per_step = solver
+    return {
+        "problem": problem, "schedule": "vp-linear", "model": model, "solver": label, "solver_name": name,
+        "params": json.dumps(params), "family": family, "stochastic": stochastic, "theory_order": order,
+        "grid": "logsnr", "steps": steps, "nfe": steps * per_step, "seed": seed, "metric": metric,
+        "value": value if status == "ok" else math.nan, "noise_floor": floor, "n_samples": 2000,
+        "dtype": "float64", "status": status, "reason": reason, "sample_time": 1e-3 * steps * per_step,
+        "metric_time": 0.01, "tolerance": tolerance,
+    }
+
+
+def synthetic_rows(learned: bool = True) -> pd.DataFrame:
+    """Errors C n^-p with seed scatter; a sample metric with a noise floor; a learned model."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for solver in SOLVERS:
+        order, stochastic = solver[5], solver[4]
+        seeds = (0, 1, 2) if stochastic else (0,)
+        for steps in STEPS:
+            for seed in seeds:
+                tol = 10.0 ** (-steps / 10) if solver[3] == "adaptive" else math.nan
+                scatter = math.exp(0.1 * rng.standard_normal()) if stochastic else 1.0
+                exact = 2.0 * steps ** -order * scatter
+                rows.append(_row("gauss-aniso-3d", solver, steps, seed, "w2-exact", exact, math.nan,
+                                 tolerance=tol))
+                for metric, floor in (("w2", 0.17), ("sw2", 0.07)):
+                    value = math.hypot(exact, floor * math.exp(0.2 * rng.standard_normal()))
+                    rows.append(_row("mix-2d", solver, steps, seed, metric, value, floor, tolerance=tol))
+                if learned:
+                    rows.append(_row("mix-2d", solver, steps, seed, "w2", math.hypot(exact, 0.3), 0.17,
+                                     model="perturbed-0.3", tolerance=tol))
+                    rows.append(_row("fashion-mnist", solver, steps, seed, "fid", 20 + 400 * steps ** -order,
+                                     12.6, model="unet-small", tolerance=tol))
+    rows.append(_row("gauss-aniso-3d", SOLVERS[0], 2, 0, "w2-exact", 0.0, math.nan, status="diverged",
+                     reason="non-finite sample"))
+    rows.append(_row("mix-2d", SOLVERS[1], 1, 0, "w2", 0.0, 0.17, status="skipped", reason="min_steps 2"))
+    return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+
+
+def synthetic_orders(rows: pd.DataFrame) -> pd.DataFrame:
+    out = []
+    for (problem, solver, metric), grp in rows[(rows["status"] == "ok") & (rows["model"] == "exact")
+                                               & (rows["metric"] != "fid")].groupby(
+                                                   ["problem", "solver", "metric"]):
+        first = grp.iloc[0]
+        for axis in ("steps", "nfe"):
+            mean = grp.groupby(axis)["value"].mean()
+            fit = np.polyfit(np.log(mean.index.to_numpy(float)), np.log(mean.to_numpy()), 1)
+            order = -fit[0]
+            floored = metric != "w2-exact"
+            out.append({
+                "problem": problem, "schedule": first["schedule"], "model": "exact", "solver": solver,
+                "family": first["family"], "grid": "logsnr", "metric": metric, "axis": axis,
+                "order": order, "ci_low": order - 0.1, "ci_high": order + 0.1,
+                "theory": first["theory_order"], "agrees": abs(order - first["theory_order"]) < 0.3,
+                "n_points": 2 if floored else len(mean), "n_excluded": 2 if floored else 0,
+                "note": "2 points below noise floor excluded" if floored else "",
+            })
+    return pd.DataFrame(out, columns=list(ORDER_COLUMNS))
+
+
+def write_results_dir(path: Path, learned: bool = True) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    rows = synthetic_rows(learned)
+    rows.to_csv(path / "results.csv", index=False)
+    rows.to_parquet(path / "results.parquet", index=False)
+    synthetic_orders(rows).to_csv(path / "orders.csv", index=False)
+    manifest = {
+        "command": "bench sweep --problems gauss-aniso-3d,mix-2d --solvers all", "config": {"steps": STEPS},
+        "seeds": [0, 1, 2], "versions": {"python": "3.12", "torch": "2.13", "POT": "0.9.7"},
+        "git_commit": "0123456789abcdef", "machine": {"cpu": "test", "cores": 2},
+        "started": "2025-01-01T10:00:00", "finished": "2025-01-01T10:12:30",
+    }
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return path
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory) -> Path:
+    return write_results_dir(tmp_path_factory.mktemp("results"))
+
+
+def _check_files(paths: list[Path]) -> set[str]:
+    assert paths
+    for p in paths:
+        assert p.exists() and p.stat().st_size > 1000, p
+    return {p.name for p in paths}
+
+
+def test_every_figure_written(results_dir: Path):
+    names = _check_files(make_figures(results_dir))
+    stems = ("error_vs_nfe", "order_vs_theory", "work_precision", "fid_vs_nfe", "score_vs_discretization")
+    for stem in stems:
+        assert {f"{stem}.pdf", f"{stem}.png"} <= names, stem
+    assert all(p.parent == results_dir / "figures" for p in make_figures(results_dir, solvers=["euler"]))
+
+
+def test_slides_style_and_filters(tmp_path: Path):
+    d = write_results_dir(tmp_path / "r", learned=False)
+    names = _check_files(make_figures(d, style="slides", solvers=["euler", "ddim-eta*"],
+                                      problems=["mix-2d"]))
+    # without learned-model rows the learned-model figures are skipped cleanly
+    assert "fid_vs_nfe.png" not in names and "score_vs_discretization.png" not in names
+    assert "error_vs_nfe.png" in names
+    with pytest.raises(ResultsError, match="no rows"):
+        make_figures(d, solvers=["no-such-solver"])
+    with pytest.raises(ValueError, match="unknown style"):
+        make_figures(d, style="poster")
+
+
+def test_filters_keep_consistent_styles(results_dir: Path):
+    full = load_results(results_dir)
+    assert len({s.color for s in full.styles.values()}) == len(full.styles)
+    fams = {label: st.family for label, st in full.styles.items()}
+    assert fams["dpmpp-2m"] == "multistep" and fams["ddim-eta[eta=1.0]"] == "sde"
+    # the same family keeps the same marker family and colour map in every figure
+    assert full.styles["euler"].marker != full.styles["heun"].marker
+
+
+def _one_line(exc: pytest.ExceptionInfo) -> str:
+    msg = str(exc.value)
+    assert "\n" not in msg and msg
+    return msg
+
+
+@pytest.mark.parametrize("damage", ["no-dir", "no-results", "garbage-csv", "missing-column", "empty",
+                                    "bad-number", "bad-orders", "bad-manifest", "csv-parquet-mismatch"])
+def test_malformed_directory_raises_one_line(tmp_path: Path, damage: str):
+    d = write_results_dir(tmp_path / "r", learned=False)
+    (d / "results.parquet").unlink()
+    rows = pd.read_csv(d / "results.csv")
+    if damage == "no-dir":
+        d = tmp_path / "absent"
+    elif damage == "no-results":
+        (d / "results.csv").unlink()
+    elif damage == "garbage-csv":
+        (d / "results.csv").write_bytes(b'"a,b\n\x00\x01"unterminated\n1,2,3,4\n')
+    elif damage == "missing-column":
+        rows.drop(columns=["noise_floor", "nfe"]).to_csv(d / "results.csv", index=False)
+    elif damage == "empty":
+        rows.iloc[:0].to_csv(d / "results.csv", index=False)
+    elif damage == "bad-number":
+        rows.astype({"value": object}).assign(value="fast").to_csv(d / "results.csv", index=False)
+    elif damage == "bad-orders":
+        (d / "orders.csv").write_text("problem,solver\nx,y\n")
+    elif damage == "bad-manifest":
+        (d / "manifest.json").write_text("{not json")
+    elif damage == "csv-parquet-mismatch":
+        rows.iloc[:5].to_parquet(d / "results.parquet", index=False)
+    with pytest.raises(ResultsError) as exc:
+        make_figures(d)
+    msg = _one_line(exc)
+    assert isinstance(exc.value, ValueError)
+    assert str(d.name) in msg or "absent" in msg

@@ -1,0 +1,90 @@
+"""report.md and tables.tex from a synthetic results directory."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.plots import ResultsError
+from bench.report import disagreement_reason, write_report
+from tests.test_plots import write_results_dir
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    d = write_results_dir(tmp_path_factory.mktemp("results"))
+    return write_report(d)
+
+
+def test_report_has_tables_and_figures(report: Path):
+    text = report.read_text()
+    d = report.parent
+    for heading in ("## Run", "## Measured orders", "## Solvers that disagree with theory",
+                    "## Error at NFE 10/20/50", "## Failed runs", "## Figures"):
+        assert heading in text, heading
+    # manifest summary
+    assert "0123456789abcdef" in text and "12 min 30 s" in text and "torch 2.13" in text
+    assert "`bench sweep --problems gauss-aniso-3d,mix-2d --solvers all`" in text
+    # figures were made because they were missing, and are linked relatively
+    for stem in ("error_vs_nfe", "order_vs_theory", "work_precision"):
+        assert f"](figures/{stem}.png)" in text
+        assert (d / "figures" / f"{stem}.png").stat().st_size > 1000
+    # one orders row per (problem, metric, solver) fit on the steps axis: 3 panels x 5 solvers
+    orders_rows = [ln for ln in text.split("## Measured orders")[1].split("##")[0].splitlines()
+                   if ln.startswith("| gauss") or ln.startswith("| mix")]
+    assert len(orders_rows) == 15
+
+
+def test_error_table_uses_nearest_nfe_at_or_below(report: Path):
+    text = report.read_text()
+    section = text.split("## Error at NFE")[1].split("##")[0]
+    euler = next(ln for ln in section.splitlines() if "w2-exact" in ln and "| euler " in ln)
+    cells = [c.strip() for c in euler.strip("|").split("|")]
+    # synthetic euler error is 2 / steps: NFE 10 -> 0.2, 20 -> 0.1, 50 -> nearest below is 40 -> 0.05
+    assert cells[-3:] == ["0.2", "0.1", "0.05 (@40)"]
+    rk = next(ln for ln in section.splitlines() if "w2-exact" in ln and "rk45" in ln)
+    assert rk.count("–") == 2  # no rk45 run has NFE <= 20 (6 NFE per step, 5 steps minimum)
+
+
+def test_disagreements_and_reasons(report: Path):
+    section = report.read_text().split("## Solvers that disagree with theory")[1].split("##")[0]
+    rows = [ln for ln in section.splitlines() if ln.startswith("| mix")]
+    assert len(rows) == 9 and all("points below noise floor" in r for r in rows)
+    assert all("gauss" not in r for r in rows)
+    assert disagreement_reason("warm-up steps cap the order", 5, 0) == "warm-up"
+    assert disagreement_reason("", 2, 1) == "1 point(s) excluded; only 2 point(s) in the fit"
+    assert disagreement_reason("stiff near t_min", math.nan, math.nan) == "stiffness near t_min"
+    assert disagreement_reason("", 6, 0) == "not explained by the fit's note"
+
+
+def test_latex_tables(report: Path):
+    tex = (report.parent / "tables.tex").read_text()
+    assert tex.count("\\begin{table}") == 5
+    for label in ("tab:run", "tab:orders", "tab:disagree", "tab:errors", "tab:failures"):
+        assert f"\\label{{{label}}}" in tex
+    assert "95\\% CI" in tex and "ddim-eta[eta=1.0]" in tex
+
+
+def test_report_without_orders_or_manifest(tmp_path: Path):
+    d = write_results_dir(tmp_path / "r", learned=False)
+    (d / "orders.csv").unlink()
+    (d / "manifest.json").unlink()
+    text = write_report(d, style="slides", problems=["gauss-aniso-3d"]).read_text()
+    assert "_no orders.csv, or no fits in it_" in text and "_no manifest.json in the directory_" in text
+    assert "mix-2d" not in text.split("## Error at NFE")[1]
+    assert "problems ['gauss-aniso-3d']" in text
+
+
+def test_unfinished_manifest_and_bad_directory(tmp_path: Path):
+    d = write_results_dir(tmp_path / "r", learned=False)
+    manifest = json.loads((d / "manifest.json").read_text())
+    (d / "manifest.json").write_text(json.dumps({**manifest, "finished": None}))
+    assert "unfinished" in write_report(d).read_text()
+    pd.read_csv(d / "results.csv").iloc[:0].to_csv(d / "results.csv", index=False)
+    (d / "results.parquet").unlink()
+    with pytest.raises(ResultsError, match="has no rows"):
+        write_report(d)
