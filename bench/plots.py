@@ -485,7 +485,8 @@ def order_vs_theory(res: Results, size: Size) -> list[Path]:
     for ax, (key, grp) in zip(axes, panels, strict=True):
         ax.plot([t_lo, t_hi], [t_lo, t_hi], color="0.4", ls="--", lw=0.7 * size.line, zorder=1)
         for theory, same in grp.groupby("theory"):
-            offsets = np.linspace(-0.3, 0.3, len(same)) if len(same) > 1 else [0.0]
+            half = min(0.25, 0.08 * (len(same) - 1))  # dodge, staying close to the true x
+            offsets = np.linspace(-half, half, len(same))
             for off, (_, r) in zip(offsets, same.sort_values("solver").iterrows(), strict=True):
                 st = res.styles[r["solver"]]
                 solvers_seen.append(r["solver"])

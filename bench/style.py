@@ -59,12 +59,15 @@ class SolverStyle:
 def solver_styles(solvers: Iterable[tuple[str, str]]) -> dict[str, SolverStyle]:
     """Colour and marker for each (solver label, family), stable for a given set of solvers.
 
-    Pass every solver of the results directory at once so that all figures agree."""
+    Pass every solver of the results directory at once (known families first) so that all
+    figures agree."""
     by_family: dict[str, list[str]] = {}
-    for label, family in solvers:
-        fam = family if family in FAMILIES else "other"
-        if label not in by_family.setdefault(fam, []):
-            by_family[fam].append(label)
+    seen: set[str] = set()
+    for label, family in solvers:  # a label keeps the first family given for it
+        if label in seen:
+            continue
+        seen.add(label)
+        by_family.setdefault(family if family in FAMILIES else "other", []).append(label)
     out: dict[str, SolverStyle] = {}
     for fam, labels in by_family.items():
         cmap = mpl.colormaps[FAMILY_CMAPS[fam]]

@@ -144,6 +144,16 @@ def test_filters_keep_consistent_styles(results_dir: Path):
     assert full.styles["euler"].marker != full.styles["heun"].marker
 
 
+def test_failed_rows_without_family_do_not_restyle_solvers(tmp_path: Path):
+    d = write_results_dir(tmp_path / "r", learned=False)
+    rows = pd.read_csv(d / "results.csv")
+    extra = rows.iloc[:1].assign(family="", status="error", value=math.nan, reason="crash")
+    pd.concat([rows, extra]).to_csv(d / "results.csv", index=False)
+    (d / "results.parquet").unlink()
+    styles = load_results(d).styles
+    assert styles[extra["solver"].iloc[0]].family == "ode-singlestep"
+
+
 def _one_line(exc: pytest.ExceptionInfo) -> str:
     msg = str(exc.value)
     assert "\n" not in msg and msg
