@@ -54,20 +54,24 @@ class GaussianMixture:
 
     # -- closed-form quantities ----------------------------------------------------------------
     def _params(self, x: Tensor) -> tuple[Tensor, ...]:
+        """Parameters cast to x's dtype/device: log weights, means, eigenvalues, the stacked
+        eigenbases U = [U_1 ... U_K] (d, K d) and the projected means mu_k^T U_k (K, d)."""
         key = (x.dtype, x.device)
         if key not in self._cast_cache:
+            stacked = self.evecs.permute(1, 0, 2).reshape(self.dim, self.k * self.dim)
+            projected = torch.einsum("kd,kde->ke", self.means, self.evecs)
             self._cast_cache[key] = tuple(
                 p.to(dtype=x.dtype, device=x.device)
-                for p in (self.log_weights, self.means, self.evals, self.evecs)
+                for p in (self.log_weights, self.means, self.evals, stacked, projected)
             )
         return self._cast_cache[key]
 
     def _project(self, x: Tensor, alpha: float, sigma: float):
-        """Per-component coordinates z = U^T (x - alpha mu), variances and log-responsibilities."""
-        log_w, means, evals, evecs = self._params(x)
+        """Per-component coordinates z_k = U_k^T (x - alpha mu_k) (one GEMM for all k), the
+        noised variances and the log joint densities log w_k N(x; alpha mu_k, C_k)."""
+        log_w, _, evals, stacked, projected = self._params(x)
         var = alpha * alpha * evals + sigma * sigma  # (K, d)
-        centred = x.unsqueeze(1) - alpha * means  # (n, K, d)
-        z = torch.einsum("nkd,kde->nke", centred, evecs)
+        z = (x @ stacked).view(-1, self.k, self.dim) - alpha * projected  # (n, K, d)
         log_comp = (
             log_w
             - 0.5 * (z * z / var).sum(-1)
@@ -82,8 +86,8 @@ class GaussianMixture:
 
     def _weighted_back(self, x: Tensor, weights: Tensor, coords: Tensor) -> Tensor:
         """sum_k weights[n, k] U_k coords[n, k]."""
-        evecs = self._params(x)[3]
-        return torch.einsum("nk,nke,kde->nd", weights, coords, evecs)
+        stacked = self._params(x)[3]
+        return (weights.unsqueeze(-1) * coords).reshape(len(x), -1) @ stacked.T
 
     def score(self, x: Tensor, alpha: float = 1.0, sigma: float = 0.0) -> Tensor:
         """grad_x log p(x) of the noised law."""

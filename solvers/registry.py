@@ -95,7 +95,8 @@ def resolve(specs: str | Iterable[str]) -> list[Solver]:
     keeping first-seen order and dropping duplicates."""
     _load_all()
     if isinstance(specs, str):
-        specs = _split_top_level(specs)
+        specs = [specs]
+    specs = [part for spec in specs for part in _split_top_level(spec)]
     out: dict[str, Solver] = {}
     for spec in specs:
         spec = spec.strip()

@@ -1,0 +1,302 @@
+"""The `bench` command line."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from analytic import BUILTIN, GRIDS, SCHEDULES, ProblemError
+from bench import metrics
+from bench.results import RunDirError
+from bench.sweep import DEFAULT_PROBLEMS, DEFAULT_SAMPLES, DEFAULT_STEPS, SweepConfig, SweepError
+
+USER_ERRORS: tuple[type[Exception], ...] = (SweepError, RunDirError, ProblemError, metrics.MetricError)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from bench.plots import ResultsError
+    from solvers.registry import UnknownSolverError
+
+    return (*USER_ERRORS, ResultsError, UnknownSolverError)
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise click.BadParameter(f"{option} takes comma-separated integers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise click.BadParameter(f"{option} needs positive integers, got {text!r}")
+    return values
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """diffusion-solver-bench: how accurate is each diffusion sampler, really?
+
+    On Gaussian mixtures the score is exact, so the errors measured are pure discretization error.
+    """
+
+
+@cli.group("list")
+def list_cmd() -> None:
+    """List solvers, problems, grids, schedules or metrics."""
+
+
+def _emit(rows: list[dict], fmt: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    with pd.option_context("display.max_colwidth", 70, "display.width", 200):
+        click.echo(frame.to_string(index=False))
+
+
+FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+                      show_default=True)
+
+
+@list_cmd.command("solvers")
+@FORMAT
+@click.option("--tag", default=None, help="Only solvers with this tag or selector (ode, sde, multistep, ...).")
+def list_solvers(fmt: str, tag: str | None) -> None:
+    """Registered solvers with declared order, NFE per step and reference."""
+    from solvers import resolve
+
+    rows = []
+    for solver in resolve(tag or "all"):
+        info = solver.describe()
+        if fmt == "table":
+            info = {k: info[k] for k in ("name", "order", "stochastic", "nfe_per_step", "tags", "reference")}
+            info["tags"] = ",".join(info["tags"])
+        rows.append(info)
+    _emit(rows, fmt)
+
+
+@list_cmd.command("problems")
+@FORMAT
+def list_problems(fmt: str) -> None:
+    """Built-in problems (any JSON problem file works too)."""
+    from analytic import get_problem
+
+    rows = []
+    for name, (description, _) in BUILTIN.items():
+        p = get_problem(name)
+        rows.append({"name": name, "dim": p.dim, "components": p.target.k, "gaussian": p.is_gaussian,
+                     "schedule": p.schedule.name, "description": description})
+    _emit(rows, fmt)
+
+
+@list_cmd.command("grids")
+@FORMAT
+def list_grids(fmt: str) -> None:
+    """Time grids (parameters in brackets, e.g. karras[rho=5])."""
+    _emit([{"name": k, "description": d} for k, (_, d) in GRIDS.items()], fmt)
+
+
+@list_cmd.command("schedules")
+@FORMAT
+def list_schedules(fmt: str) -> None:
+    """Noise schedules."""
+    from analytic import get_schedule
+
+    rows = []
+    for name, (_, description) in SCHEDULES.items():
+        s = get_schedule(name)
+        rows.append({"name": name, "t_min": s.t_min, "t_max": s.t_max, "description": description})
+    _emit(rows, fmt)
+
+
+@list_cmd.command("metrics")
+@FORMAT
+def list_metrics(fmt: str) -> None:
+    """Error metrics."""
+    _emit([{"name": k, "description": d} for k, d in metrics.METRICS.items()], fmt)
+
+
+class _Progress:
+    """A line per finished cell with elapsed time and ETA (rewritten in place on a TTY, at most
+    every 2 s otherwise)."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+        self.first_done: int | None = None
+
+    def __call__(self, done: int, total: int, cell, elapsed: float) -> None:
+        if self.first_done is None:
+            self.first_done = done - 1  # cells already finished by an earlier (resumed) run
+        now = time.monotonic()
+        if not self.tty and done < total and now - self.last < 2.0:
+            return
+        self.last = now
+        eta = elapsed / (done - self.first_done) * (total - done)
+        msg = (f"[{done:>5}/{total} {100 * done / total:3.0f}%] {cell.problem} {cell.solver} "
+               f"{cell.mode}={cell.target:g} seed={cell.seed} | {_clock(elapsed)} elapsed, ETA {_clock(eta)}")
+        click.echo(("\r\033[K" + msg) if self.tty else msg, err=True, nl=not self.tty or done == total)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+@cli.command("run")
+@click.option("--problem", "problems", multiple=True,
+              help=f"Problem name or JSON file (repeatable). Default: {', '.join(DEFAULT_PROBLEMS)}.")
+@click.option("--solvers", default="all", show_default=True,
+              help="Comma-separated names, brackets for parameters (ddim-eta[eta=0.5]), selectors "
+                   "(all, ode, sde, singlestep, multistep, adaptive) or globs (dpmpp-*).")
+@click.option("--steps", default=",".join(map(str, DEFAULT_STEPS)), show_default=True,
+              help="Comma-separated step counts.")
+@click.option("--nfe", default=None, help="Comma-separated NFE budgets instead of --steps: each solver "
+              "gets the most steps whose counted NFE fits.")
+@click.option("--grid", default="logsnr", show_default=True, help="Time grid (bench list grids).")
+@click.option("--schedule", default=None, help="Override the problems' noise schedule.")
+@click.option("--metric", "metric_names", multiple=True,
+              help="Metric (repeatable; bench list metrics). Default: w2-exact on Gaussian problems, "
+                   "w2 and path-rms on mixtures.")
+@click.option("--samples", default=DEFAULT_SAMPLES, show_default=True, type=int,
+              help="Samples per cell (w2: POT exact EMD costs ~0.05 s at 500, ~1.2 s at 2000; the "
+                   "noise floor falls like n^-1/d, see the noise_floor column).")
+@click.option("--seeds", default=3, show_default=True, type=int, help="Number of seeds (0..N-1).")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float64", show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--prior", type=click.Choice(["exact", "standard"]), default="exact", show_default=True,
+              help="exact: x_T from the exact p_T (isolates discretization error); standard: "
+                   "N(0, sigma(t_max)^2 I).")
+@click.option("--denoise-final", is_flag=True, help="Add one explicit Tweedie step x <- E[x0|x] at t_min.")
+@click.option("--jobs", default=1, show_default=True, type=int, help="Worker processes.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output directory (default results/<timestamp>-<commit>/). Rerun with the same "
+                   "--out to resume: finished cells are skipped.")
+def run_cmd(problems, solvers, steps, nfe, grid, schedule, metric_names, samples, seeds, dtype, device,
+            prior, denoise_final, jobs, out) -> None:
+    """Run a sweep and write tidy results (results.csv/.parquet, orders.csv, manifest.json)."""
+    from bench.manifest import short_commit
+    from bench.sweep import run_sweep
+
+    if seeds <= 0:
+        raise click.BadParameter(f"--seeds must be positive, got {seeds}")
+    if jobs <= 0:
+        raise click.BadParameter(f"--jobs must be positive, got {jobs}")
+    config = SweepConfig(
+        problems=list(problems) or list(DEFAULT_PROBLEMS), solvers=[solvers],
+        steps=_ints(steps, "--steps"), nfe=_ints(nfe, "--nfe") if nfe else None, grid=grid,
+        schedule=schedule, metrics=list(metric_names) or None, samples=samples,
+        seeds=list(range(seeds)), dtype=dtype, device=device, prior=prior, denoise_final=denoise_final,
+    )
+    if out is None:
+        out = Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-{short_commit()}"
+    command = "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    start = time.perf_counter()
+    run_sweep(config, out, command=command, jobs=jobs, progress=_Progress())
+    _summary(out)
+    click.echo(f"wrote {out} in {time.perf_counter() - start:.1f} s", err=True)
+
+
+def _summary(out: Path) -> None:
+    import pandas as pd
+
+    frame = pd.read_csv(out / "results.csv")
+    ok = frame[frame.status == "ok"]
+    if ok.empty:
+        click.echo("no successful cells")
+        return
+    table = ok.pivot_table(index=["problem", "metric", "solver"], columns="steps", values="value", aggfunc="mean")
+    orders = pd.read_csv(out / "orders.csv")
+    if not orders.empty:
+        o = orders[orders.axis == "steps"].set_index(["problem", "metric", "solver"])[["order", "theory"]]
+        table = table.join(o, how="left")
+    with pd.option_context("display.width", 250, "display.max_rows", 500, "display.float_format", "{:.3g}".format):
+        click.echo(table.to_string())
+    skipped = frame[frame.status != "ok"]
+    if not skipped.empty:
+        counts = skipped.groupby(["status"]).size().to_dict()
+        click.echo(f"not ok: {counts} (see status/reason columns)")
+
+
+@cli.command("plot")
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@click.option("--style", type=click.Choice(["paper", "slides"]), default="paper", show_default=True)
+@click.option("--solvers", default=None, help="Comma-separated solver labels to include.")
+@click.option("--problems", default=None, help="Comma-separated problems to include.")
+def plot_cmd(results_dir: Path, style: str, solvers: str | None, problems: str | None) -> None:
+    """Draw figures from a results directory (reads files only; never reruns)."""
+    from bench.plots import make_figures
+
+    paths = make_figures(results_dir, style=style, solvers=_names(solvers), problems=_names(problems))
+    for path in paths:
+        click.echo(str(path))
+
+
+@cli.command("report")
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@click.option("--style", type=click.Choice(["paper", "slides"]), default="paper", show_default=True)
+@click.option("--solvers", default=None, help="Comma-separated solver labels to include.")
+@click.option("--problems", default=None, help="Comma-separated problems to include.")
+def report_cmd(results_dir: Path, style: str, solvers: str | None, problems: str | None) -> None:
+    """Write report.md and tables.tex for a results directory."""
+    from bench.report import write_report
+
+    click.echo(str(write_report(results_dir, style=style, solvers=_names(solvers), problems=_names(problems))))
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+@cli.group("perf")
+def perf_cmd() -> None:
+    """Speed benchmarks (figures for notes and README; asv tracks them over commits)."""
+
+
+@perf_cmd.command("score")
+@click.option("--n", default=65536, show_default=True)
+@click.option("--k", default=8, show_default=True)
+@click.option("--dims", default="2,16", show_default=True)
+@click.option("--repeats", default=5, show_default=True)
+def perf_score(n: int, k: int, dims: str, repeats: int) -> None:
+    """Analytic score evaluations per second against autograd of the log-density."""
+    from bench.perf import score_throughput
+
+    for d in _ints(dims, "--dims"):
+        res = score_throughput(n, k, d, repeats)
+        click.echo(f"n={n} K={k} d={d}: analytic {res['analytic']:.3g} evals/s, autograd "
+                   f"{res['autograd']:.3g} evals/s, speed-up x{res['analytic'] / res['autograd']:.1f}")
+
+
+@perf_cmd.command("sweep")
+@click.option("--jobs", default=2, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+def perf_sweep(jobs: int, out: Path | None) -> None:
+    """Wall time of the default `bench run --solvers all` study and where the time goes."""
+    from bench.perf import default_sweep_timing
+
+    click.echo(default_sweep_timing(jobs, out))
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except _user_errors() as exc:
+        message = str(exc).strip().strip("'\"").splitlines()[0] if str(exc).strip() else type(exc).__name__
+        click.echo(f"error: {message}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Speed measurements reported by `bench perf` (asv tracks the same quantities over commits)."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from analytic.targets import GaussianMixture
+
+
+def random_mixture(k: int, d: int, seed: int = 0) -> GaussianMixture:
+    g = torch.Generator().manual_seed(seed)
+    means = 2 * torch.randn(k, d, generator=g, dtype=torch.float64)
+    a = torch.randn(k, d, d, generator=g, dtype=torch.float64) / math.sqrt(d)
+    covs = a @ a.transpose(1, 2) + 0.1 * torch.eye(d, dtype=torch.float64)
+    return GaussianMixture(torch.full((k,), 1.0 / k, dtype=torch.float64), means, covs)
+
+
+def _best_of(fn, repeats: int) -> float:
+    fn()
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def score_throughput(n: int = 65536, k: int = 8, d: int = 2, repeats: int = 5,
+                     dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """Score evaluations per second: closed form (eigen-factorized, O(n K d^2)) against autograd
+    of the mixture log-density as one would write it with torch.distributions (the noised
+    covariances alpha^2 Sigma + sigma^2 I are rebuilt at every call, as a time-dependent model must)."""
+    target = random_mixture(k, d)
+    alpha, sigma = 0.8, 0.6
+    x = target.sample(n, torch.Generator().manual_seed(1), alpha, sigma, dtype)
+    eye = torch.eye(d, dtype=dtype)
+    weights, means, covs = (v.to(dtype) for v in (target.weights, target.means, target.covs))
+
+    def analytic() -> None:
+        target.score(x, alpha, sigma)
+
+    def autograd() -> None:
+        xg = x.detach().requires_grad_(True)
+        comps = torch.distributions.MultivariateNormal(alpha * means, alpha**2 * covs + sigma**2 * eye)
+        mix = torch.distributions.MixtureSameFamily(torch.distributions.Categorical(weights), comps)
+        torch.autograd.grad(mix.log_prob(xg).sum(), xg)
+
+    def autograd_same_density() -> None:
+        xg = x.detach().requires_grad_(True)
+        torch.autograd.grad(target.log_prob(xg, alpha, sigma).sum(), xg)
+
+    return {
+        "analytic": n / _best_of(analytic, repeats),
+        "autograd": n / _best_of(autograd, repeats),
+        "autograd_same_density": n / _best_of(autograd_same_density, repeats),
+    }
+
+
+def default_sweep_timing(jobs: int = 2, out: Path | None = None) -> str:
+    """Run the default study and summarize wall time by solver family and metric."""
+    import tempfile
+
+    import pandas as pd
+
+    from bench.sweep import default_config, run_sweep
+
+    out = Path(out) if out else Path(tempfile.mkdtemp(prefix="bench-sweep-"))
+    start = time.perf_counter()
+    run_sweep(default_config(), out, command="bench perf sweep", jobs=jobs)
+    wall = time.perf_counter() - start
+    frame = pd.read_csv(out / "results.csv")
+    per_cell = frame.drop_duplicates(["problem", "solver", "steps", "seed", "tolerance"])
+    lines = [f"default sweep: {len(per_cell)} cells, wall {wall:.1f} s with {jobs} jobs ({out})",
+             f"  sampling total {per_cell.sample_time.sum():.1f} s (CPU seconds over all workers)",
+             f"  metrics total {frame.metric_time.sum():.1f} s"]
+    for metric, t in frame.groupby("metric").metric_time.sum().items():
+        lines.append(f"    {metric}: {t:.1f} s")
+    for fam, t in per_cell.groupby("family").sample_time.sum().items():
+        lines.append(f"    sampling {fam}: {t:.1f} s")
+    return "\n".join(lines)
