@@ -65,7 +65,7 @@ FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), d
 
 @list_cmd.command("solvers")
 @FORMAT
-@click.option("--tag", default=None, help="Only solvers with this tag or selector (ode, sde, multistep, ...).")
+@click.option("--tag", default=None, help="Only solvers with this tag or selector (ode, sde, ...).")
 def list_solvers(fmt: str, tag: str | None) -> None:
     """Registered solvers with declared order, NFE per step and reference."""
     from solvers import resolve
@@ -210,12 +210,14 @@ def _summary(out: Path) -> None:
     if ok.empty:
         click.echo("no successful cells")
         return
-    table = ok.pivot_table(index=["problem", "metric", "solver"], columns="steps", values="value", aggfunc="mean")
+    table = ok.pivot_table(index=["problem", "metric", "solver"], columns="steps", values="value",
+                           aggfunc="mean")
     orders = pd.read_csv(out / "orders.csv")
     if not orders.empty:
         o = orders[orders.axis == "steps"].set_index(["problem", "metric", "solver"])[["order", "theory"]]
         table = table.join(o, how="left")
-    with pd.option_context("display.width", 250, "display.max_rows", 500, "display.float_format", "{:.3g}".format):
+    fmt = "{:.3g}".format
+    with pd.option_context("display.width", 250, "display.max_rows", 500, "display.float_format", fmt):
         click.echo(table.to_string())
     skipped = frame[frame.status != "ok"]
     if not skipped.empty:
@@ -246,7 +248,8 @@ def report_cmd(results_dir: Path, style: str, solvers: str | None, problems: str
     """Write report.md and tables.tex for a results directory."""
     from bench.report import write_report
 
-    click.echo(str(write_report(results_dir, style=style, solvers=_names(solvers), problems=_names(problems))))
+    path = write_report(results_dir, style=style, solvers=_names(solvers), problems=_names(problems))
+    click.echo(str(path))
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -289,8 +292,11 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: show its help
+        click.echo(exc.format_message(), err=True)
+        sys.exit(2)
     except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
+        click.echo(f"error: {exc.format_message().strip().splitlines()[0]}", err=True)
         sys.exit(2)
     except _user_errors() as exc:
         message = str(exc).strip().strip("'\"").splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -150,7 +150,8 @@ def plan_cells(config: SweepConfig) -> list[Cell]:
                 targets = [("steps", s) for s in config.steps]
             for mode, target in targets:
                 for seed in seeds:
-                    cells.append(Cell(config.problems[problems.index(problem)], solver.label, mode, target, seed))
+                    name = config.problems[problems.index(problem)]
+                    cells.append(Cell(name, solver.label, mode, target, seed))
     return cells
 
 

@@ -1,0 +1,151 @@
+"""The bench command line: listings, bad input (one line, exit 2), resumable sweeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bench.cli import _user_errors, cli
+
+BENCH = [sys.executable, "-m", "bench.cli"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*BENCH, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_list_solvers_json_has_the_fields():
+    out = bench("list", "solvers", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert {"euler", "ddim", "euler-maruyama"} <= {r["name"] for r in rows}
+    for row in rows:
+        assert {"name", "order", "stochastic", "nfe_per_step", "tags", "reference"} <= set(row)
+
+
+@pytest.mark.parametrize("what", ["problems", "grids", "schedules", "metrics"])
+def test_list_tables(what):
+    result = CliRunner().invoke(cli, ["list", what])
+    assert result.exit_code == 0 and result.output.strip()
+
+
+BAD = [
+    (["run", "--solvers", "eulr"], "unknown solver"),
+    (["run", "--problem", "nope"], "unknown problem"),
+    (["run", "--grid", "spiral"], "unknown grid"),
+    (["run", "--metric", "w3"], "unknown metric"),
+    (["run", "--problem", "mix-2d", "--metric", "w2-exact"], "w2-exact needs a Gaussian"),
+    (["run", "--solvers", "euler", "--steps", "0"], "positive"),
+    (["run", "--samples", "0"], "samples"),
+    (["run", "--steps", "4,x"], "integers"),
+    (["run", "--seeds", "-1"], "seeds"),
+    (["run", "--solvers", "ddim-eta[eta=2]"], "eta"),
+    (["plot", "/nonexistent/dir"], ""),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    out = bench(*args, "--out", str(tmp_path / "o")) if args[0] == "run" else bench(*args)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert message.lower() in lines[0].lower()
+
+
+def test_bad_problem_file(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"weights": [0.5, 0.4], "means": [[0], [1]], "vars": [[1], [1]]}))
+    out = bench("run", "--problem", str(path), "--out", str(tmp_path / "o"))
+    assert out.returncode == 2 and "sum to 1" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_other_runs_directory_is_refused(tmp_path):
+    args = ["run", "--problem", "gauss-1d", "--solvers", "euler", "--steps", "4", "--out", str(tmp_path)]
+    assert bench(*args).returncode == 0
+    other = bench(*args[:-2], "--steps", "8", "--out", str(tmp_path))
+    assert other.returncode == 2 and "different run" in other.stderr
+
+
+TOKENS = ["run", "list", "solvers", "--solvers", "--steps", "--problem", "--grid", "--metric", "--nfe",
+          "--samples", "--seeds", "--dtype", "--prior", "all", "euler", "gauss-1d", "mix-2d", "w2-exact",
+          "0", "-3", "4", "x", "[", "logsnr", "float16", "", "--format", "json", "ddim-eta[eta=3]"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(TOKENS), min_size=1, max_size=6))
+def test_fuzzed_arguments_never_traceback(tmp_path, argv):
+    """Random argument lists either succeed quickly or fail with one line and exit 2."""
+    if argv[0] == "run":
+        argv = [*argv, "--out", str(tmp_path / "fuzz"), "--steps", "4", "--seeds", "1", "--samples", "16",
+                "--solvers", "euler", "--problem", "gauss-1d"] if "--help" not in argv else argv
+    result = CliRunner().invoke(cli, argv, standalone_mode=False, catch_exceptions=True)
+    exc = result.exception
+    if exc is None or isinstance(exc, (SystemExit, click.exceptions.NoArgsIsHelpError)):
+        return
+    assert isinstance(exc, (click.ClickException, *_user_errors())), repr(exc)
+    assert "\n" not in str(exc).strip()
+
+
+SWEEP = ["run", "--problem", "mix-2d", "--solvers", "euler,ddim", "--steps", "4,8,16,32,64",
+         "--metric", "w2", "--samples", "300", "--seeds", "3"]
+
+
+def _cells(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "results.csv")
+
+
+def test_sigkill_then_rerun_completes_without_duplicates(tmp_path):
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([*BENCH, *SWEEP, "--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    log = out / "cells.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = len([ln for ln in log.read_text().splitlines() if ln.strip()])
+    assert 4 <= partial < 30, "the sweep must have been killed mid-way"
+    rerun = bench(*SWEEP, "--out", str(out))
+    assert rerun.returncode == 0, rerun.stderr
+    frame = _cells(out)
+    keys = ["problem", "solver", "steps", "seed", "metric"]
+    assert len(frame) == 2 * 5 * 3 and not frame.duplicated(keys).any()
+    assert (frame.status == "ok").all()
+    # same seeds give bit-identical values: compare with an uninterrupted run
+    clean = tmp_path / "clean"
+    assert bench(*SWEEP, "--out", str(clean)).returncode == 0
+    a = frame.sort_values(keys).reset_index(drop=True)
+    b = _cells(clean).sort_values(keys).reset_index(drop=True)
+    assert (a.value.to_numpy() == b.value.to_numpy()).all()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["resumed"] and manifest["finished"] and manifest["git_commit"]
+    assert (out / "orders.csv").exists() and (out / "results.parquet").exists()
+
+
+def test_nfe_budgets_and_skips(tmp_path):
+    out = tmp_path / "nfe"
+    res = bench("run", "--problem", "gauss-1d", "--solvers", "euler,heun", "--nfe", "1,8", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    frame = _cells(out)
+    heun = frame[frame.solver == "heun"].set_index("nfe")
+    assert set(frame[frame.solver == "euler"].steps) == {1, 8}
+    assert (heun.loc[8].steps == 4) and (heun.loc[8].status == "ok")
+    skipped = frame[(frame.solver == "heun") & (frame.status == "skipped")]
+    assert len(skipped) == 1 and "needs at least 2 NFE" in skipped.reason.iloc[0]
