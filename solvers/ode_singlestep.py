@@ -1,0 +1,127 @@
+"""Deterministic fixed-step single-step solvers of the probability-flow ODE: Heun and RK4 in the
+schedule's time t, and the Karras et al. (2022) samplers in sigma~ = sigma / alpha of the scaled
+variable x / alpha (Euler, Heun, and k-diffusion's KDPM2)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from solvers.base import Solver, State
+from solvers.model import Model
+from solvers.noise import NoiseSource
+from solvers.registry import register
+
+
+@register("heun")
+@dataclass
+class Heun(Solver):
+    """Heun's method (explicit trapezoidal rule) on the PF-ODE dx/dt = f x - g^2/2 score in the
+    schedule's own time t (Karras et al. 2022 Alg. 1 when t = sigma, alpha = 1). Order 2, 2 NFE per step."""
+
+    order = 2
+    nfe_per_step = 2
+    reference = "Karras et al. 2022 (EDM) Alg. 1; Heun / explicit trapezoidal rule in t"
+
+    def step(self, model: Model, x: Tensor, t: float, t_next: float, state: State,
+             noise: NoiseSource) -> Tensor:
+        h = t_next - t
+        d1 = model(x, t).drift
+        d2 = model(x + h * d1, t_next).drift
+        return x + 0.5 * h * (d1 + d2)
+
+
+@register("rk4")
+@dataclass
+class RK4(Solver):
+    """Classical fourth-order Runge-Kutta on the PF-ODE in the schedule's time t (Kutta 1901;
+    Hairer, Norsett & Wanner I, Table 1.2). Order 4, 4 NFE per step (two at the midpoint time)."""
+
+    order = 4
+    nfe_per_step = 4
+    reference = "Kutta 1901, classical RK4 (Hairer-Norsett-Wanner I, Table II.1.2) on PF-ODE eq. 13"
+
+    def step(self, model: Model, x: Tensor, t: float, t_next: float, state: State,
+             noise: NoiseSource) -> Tensor:
+        h = t_next - t
+        t_mid = t + 0.5 * h
+        k1 = model(x, t).drift
+        k2 = model(x + 0.5 * h * k1, t_mid).drift
+        k3 = model(x + 0.5 * h * k2, t_mid).drift
+        k4 = model(x + h * k3, t_next).drift
+        return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
+def _scaled(model: Model, t: float) -> tuple[float, float]:
+    """(alpha, sigma~) at t: the scale of x and EDM's noise level of x / alpha."""
+    sched = model.schedule
+    return float(sched.alpha(t)), float(sched.sigma_tilde(t))
+
+
+@register("edm-euler")
+@dataclass
+class EDMEuler(Solver):
+    """Euler in sigma~ on the scaled variable x~ = x / alpha: dx~/dsigma~ = (x~ - D) / sigma~ = eps
+    (Karras et al. 2022 eq. 4 and Alg. 1 without the Heun correction; k-diffusion `sample_euler`).
+    On VP schedules this is exactly DDIM. Order 1, 1 NFE per step."""
+
+    order = 1
+    time_variable = "sigma_tilde"
+    tags = frozenset({"singlestep", "kdiff"})
+    reference = "Karras et al. 2022 (EDM) eq. 4 / Alg. 1, Euler step in sigma of x/alpha"
+
+    def step(self, model: Model, x: Tensor, t: float, t_next: float, state: State,
+             noise: NoiseSource) -> Tensor:
+        a, s = _scaled(model, t)
+        a_next, s_next = _scaled(model, t_next)
+        return a_next * (x / a + (s_next - s) * model(x, t).eps)
+
+
+@register("edm-heun")
+@dataclass
+class EDMHeun(Solver):
+    """Karras et al. 2022 Alg. 1 (deterministic Heun) in sigma~ on x~ = x / alpha, with the
+    derivative dx~/dsigma~ = (x~ - D(x~; sigma~)) / sigma~ = eps; k-diffusion `sample_heun` with
+    churn 0. The grid never ends at sigma~ = 0 here, so every step is a Heun step. Order 2, 2 NFE."""
+
+    order = 2
+    nfe_per_step = 2
+    time_variable = "sigma_tilde"
+    tags = frozenset({"singlestep", "kdiff"})
+    reference = "Karras et al. 2022 (EDM) Alg. 1, Heun's 2nd order method in sigma of x/alpha"
+
+    def step(self, model: Model, x: Tensor, t: float, t_next: float, state: State,
+             noise: NoiseSource) -> Tensor:
+        a, s = _scaled(model, t)
+        a_next, s_next = _scaled(model, t_next)
+        xs, ds = x / a, s_next - s
+        d1 = model(x, t).eps
+        d2 = model(a_next * (xs + ds * d1), t_next).eps
+        return a_next * (xs + 0.5 * ds * (d1 + d2))
+
+
+@register("dpm2")
+@dataclass
+class KDPM2(Solver):
+    """k-diffusion's `sample_dpm_2` (Crowson 2022; after Lu et al. 2022 DPM-Solver-2 and Karras
+    et al. 2022 Alg. 2): Euler half step to the geometric midpoint sigma_mid = sqrt(sigma~ sigma~'),
+    then a full step with the derivative there, on x~ = x / alpha. Order 2, 2 NFE per step."""
+
+    order = 2
+    nfe_per_step = 2
+    time_variable = "sigma_tilde"
+    tags = frozenset({"singlestep", "kdiff"})
+    reference = "k-diffusion sample_dpm_2 (KDPM2): midpoint in log sigma, Karras et al. 2022 Alg. 2"
+
+    def step(self, model: Model, x: Tensor, t: float, t_next: float, state: State,
+             noise: NoiseSource) -> Tensor:
+        a, s = _scaled(model, t)
+        a_next, s_next = _scaled(model, t_next)
+        s_mid = math.exp(0.5 * (math.log(s) + math.log(s_next)))
+        t_mid = float(model.schedule.t_of_sigma_tilde(s_mid))
+        a_mid = float(model.schedule.alpha(t_mid))
+        xs = x / a
+        x_mid = a_mid * (xs + (s_mid - s) * model(x, t).eps)
+        return a_next * (xs + (s_next - s) * model(x_mid, t_mid).eps)
