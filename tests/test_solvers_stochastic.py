@@ -16,13 +16,12 @@ from tests.util import exact_error, prior_sample, slope
 
 CASES = [("vp-linear", "logsnr"), ("edm", "karras")]
 ALL_CASES = [(s, g) for s in ("vp-linear", "edm") for g in ("logsnr", "karras")]
-FIRST = (64, 128, 256)
-SECOND = (32, 64, 128)
+FIRST = (64, 128)
+SECOND = (48, 96)
 # (spec, steps): the asymptotic range where the declared weak order shows on gauss-aniso-3d.
 WEAK = [
     ("euler-maruyama", FIRST),
     ("lambda-sde", FIRST),
-    ("lambda-sde[lam=1]", FIRST),
     ("ddpm", FIRST),
     ("ddpm[variance=beta]", FIRST),
     ("ddim-eta[eta=0.5]", FIRST),
@@ -56,8 +55,9 @@ def test_weak_order_matches_declared(spec, steps, schedule, grid):
 @pytest.mark.slow
 @pytest.mark.parametrize(("schedule", "grid"), ALL_CASES)
 @pytest.mark.parametrize(("spec", "steps"), WEAK + [("edm-stochastic", (128, 256, 512)),
+                                                    ("lambda-sde[lam=1]", (64, 128, 256)),
                                                     ("edm-stochastic-euler", (256, 512, 1024))],
-                         ids=[s for s, _ in WEAK] + ["edm-stochastic", "edm-stochastic-euler"])
+                         ids=[s for s, _ in WEAK] + ["edm-stochastic", "lam=1", "edm-stochastic-euler"])
 def test_weak_order_all_schedules_and_grids(spec, steps, schedule, grid):
     p = _order(spec, steps, schedule, grid)
     assert abs(p - make_solver(spec).order) <= 0.2, f"{spec} on {schedule}/{grid}: slope {p:.2f}"
@@ -173,5 +173,5 @@ def test_euler_maruyama_strong_order_with_shared_brownian_tree():
     assert math.isfinite(iid)
 
 
-STRONG_STEPS = (128, 256, 512)
+STRONG_STEPS = (128, 256, 512)  # coarser grids send some paths to another mode
 STRONG_REF = 4096
