@@ -1,0 +1,153 @@
+"""Order fitting on synthetic data, the orders table, and observed path-rms orders of real solvers
+against the RK4-in-log-SNR reference."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from analytic import get_problem, make_grid
+from bench.models import analytic_model
+from bench.orders import fit_order, orders_table
+from bench.reference import brownian_noise, path_rms, reference
+from solvers import make_solver, names, sample
+from tests.util import prior_sample
+
+STEPS = np.array([8, 16, 32, 64, 128, 256, 512])
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.5])
+def test_fit_recovers_slope_with_seed_bootstrap(p):
+    rng = np.random.default_rng(int(p * 10))
+    x = np.repeat(STEPS, 6)
+    seeds = np.tile(np.arange(6), len(STEPS))
+    e = 2.0 * x**-p * np.exp(rng.normal(0, 0.15, len(x)))
+    fit = fit_order(x, e, seeds=seeds)
+    assert fit.ci_low <= p <= fit.ci_high
+    assert abs(fit.order - p) < 0.1
+    assert fit.ci_high - fit.ci_low < 0.3
+    assert "6 seeds" in fit.note and fit.n_points == len(STEPS)
+
+
+def test_fit_residual_bootstrap_and_exact_data():
+    rng = np.random.default_rng(3)
+    e = 5 * STEPS**-2.0 * np.exp(rng.normal(0, 0.05, len(STEPS)))
+    fit = fit_order(STEPS, e)
+    assert fit.ci_low <= 2.0 <= fit.ci_high and "residual" in fit.note
+    exact = fit_order(STEPS, STEPS**-1.0)
+    assert exact.order == pytest.approx(1.0) and exact.ci_high - exact.ci_low < 1e-9
+
+
+def test_points_under_three_times_the_floor_are_excluded():
+    floor = 1e-4
+    e = STEPS**-2.0
+    noisy = np.maximum(e, floor * np.array([1, 1, 1, 1, 1.5, 1.2, 0.8]))  # e < 3 floor from N = 64
+    fit = fit_order(STEPS, noisy, noise_floor=floor)
+    assert fit.below_floor.tolist() == [False, False, False, True, True, True, True]
+    assert fit.order == pytest.approx(2.0, abs=1e-9) and fit.n_points == 3 and fit.n_excluded == 4
+    assert "below 3x noise floor" in fit.note
+    # without the floor the plateau drags the slope down
+    assert fit_order(STEPS, noisy).order < 1.5
+    # too few points left: no order
+    assert math.isnan(fit_order(STEPS, noisy, noise_floor=4e-4).order)
+
+
+def test_pre_asymptotic_coarse_points_are_dropped():
+    e = STEPS**-2.0 * (1 + 10.0 / STEPS)  # local order 2.56 at N = 8, 2.07 at 256
+    fit = fit_order(STEPS, e)
+    assert fit.n_excluded >= 2 and "pre-asymptotic" in fit.note
+    assert abs(fit.order - 2) < 0.12
+    assert not fit.used[0] and fit.used[-1]
+    assert abs(np.polyfit(np.log(STEPS), np.log(e), 1)[0] + 2) > 0.15  # a plain fit would miss
+
+
+def _rows(solver, order, theory, stochastic=False, noise=0.0, seeds=(0, 1, 2)):
+    rng = np.random.default_rng(len(solver))
+    rows = []
+    for seed in seeds:
+        for n in (16, 32, 64, 128, 256):
+            value = 0.3 * n**-order * math.exp(rng.normal(0, noise))
+            rows.append({"problem": "ring-8", "schedule": "vp-linear", "model": "exact", "solver": solver,
+                         "family": "sde" if stochastic else "ode-singlestep", "grid": "logsnr",
+                         "metric": "path-rms", "steps": n, "nfe": 2 * n, "seed": seed, "value": value,
+                         "noise_floor": 1e-12, "theory_order": theory, "stochastic": stochastic,
+                         "status": "ok"})
+    return rows
+
+
+def test_orders_table():
+    rows = _rows("heun", 2.0, 2) + _rows("bad", 1.5, 2) + _rows("em", 0.85, 1, True, noise=0.02)
+    rows.append({**rows[0], "steps": 4, "nfe": 8, "value": float("nan"), "status": "diverged"})
+    rows.append({**rows[0], "steps": 2, "nfe": 4, "value": 50.0, "status": "skipped"})
+    table = orders_table(pd.DataFrame(rows))
+    assert list(table.columns) == ["problem", "schedule", "model", "solver", "family", "grid", "metric",
+                                   "axis", "order", "ci_low", "ci_high", "theory", "agrees", "n_points",
+                                   "n_excluded", "note"]
+    assert len(table) == 6 and set(table.axis) == {"steps", "nfe"}
+    got = table.set_index(["solver", "axis"])
+    assert got.loc[("heun", "steps"), "order"] == pytest.approx(2.0)
+    assert got.loc[("heun", "nfe"), "order"] == pytest.approx(2.0)  # nfe = 2 steps: same slope
+    assert got.loc[("heun", "steps"), "n_points"] == 5  # diverged/skipped rows do not count
+    assert bool(got.loc[("heun", "steps"), "agrees"])
+    assert not bool(got.loc[("bad", "steps"), "agrees"])
+    assert bool(got.loc[("em", "steps"), "agrees"])  # 0.85 vs 1 within the stochastic 0.2
+    strict = orders_table(pd.DataFrame(rows), stochastic_tolerance=0.05).set_index(["solver", "axis"])
+    assert not bool(strict.loc[("em", "steps"), "agrees"])
+
+
+# path-rms orders on the built-in mixtures: (problem, solver, steps). Coarse levels on mix-2d are
+# dominated by the few samples near a mode boundary, so its step ranges start later.
+CASES = [
+    ("ring-8", "euler", (32, 64, 128, 256)),
+    ("mix-2d", "euler", (128, 256, 512, 1024)),
+    ("ring-8", "heun", (64, 128, 256, 512)),
+    ("mix-2d", "heun", (64, 128, 256, 512)),
+    ("ring-8", "dpmpp-2m", (64, 128, 256, 512)),
+    ("mix-2d", "dpmpp-2m", (128, 256, 512, 1024)),
+    ("ring-8", "dpm-solver-3", (64, 128, 256, 512)),
+    ("mix-2d", "dpm-solver-3", (64, 128, 256, 512)),
+]
+
+
+@pytest.mark.parametrize("problem_name,solver_name,steps", CASES)
+def test_path_rms_order(problem_name, solver_name, steps):
+    if solver_name not in names():
+        pytest.skip(f"{solver_name} is not registered yet")
+    problem = get_problem(problem_name)
+    model = analytic_model(problem)
+    x_T = prior_sample(problem, 200, seed=0)
+    ref = reference(problem, model, x_T, 0, steps=512)
+    solver = make_solver(solver_name)
+    errors = []
+    for n in steps:
+        times = make_grid("logsnr", problem.schedule, n, problem.t_min, problem.t_max)
+        errors.append(path_rms(sample(solver, model, times, x_T).x, ref.x))
+    fit = fit_order(steps, errors, noise_floor=ref.error)
+    assert fit.n_excluded == 0, fit.note
+    assert abs(fit.order - solver.order) <= 0.15, (fit, errors)
+
+
+def test_euler_maruyama_strong_order_one_on_a_gaussian():
+    """Additive noise: strong order 1 along the same Brownian path (on mixtures, samples that switch
+    modes make the RMS fall more slowly until very fine steps)."""
+    problem = get_problem("gauss-aniso-3d")
+    model = analytic_model(problem)
+    x_T = prior_sample(problem, 200, seed=0)
+    em = make_solver("euler-maruyama")
+    ref = reference(problem, model, x_T, 0, em, steps=1024, grid="uniform")
+    steps = (16, 32, 64, 128)
+    errors = []
+    for n in steps:
+        times = make_grid("uniform", problem.schedule, n, problem.t_min, problem.t_max)
+        out = sample(em, model, times, x_T.clone(), brownian_noise(problem, 0)).x
+        errors.append(path_rms(out, ref.x))
+    fit = fit_order(steps, errors, noise_floor=ref.error)
+    assert abs(fit.order - 1) <= 0.2, (fit, errors)
+    # an independent path is far away: the match above is pathwise
+    other = sample(em, model, times, x_T.clone(), brownian_noise(problem, 1)).x
+    assert path_rms(other, ref.x) > 10 * errors[-1]
+    assert torch.isfinite(ref.x).all()
