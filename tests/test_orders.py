@@ -109,7 +109,7 @@ CASES = [
     ("ring-8", "dpmpp-2m", (64, 128, 256, 512)),
     ("mix-2d", "dpmpp-2m", (128, 256, 512, 1024)),
     ("ring-8", "dpm-solver-3", (64, 128, 256, 512)),
-    ("mix-2d", "dpm-solver-3", (64, 128, 256, 512)),
+    ("mix-2d", "dpm-solver-3", (128, 256, 512, 1024)),
 ]
 
 
@@ -120,7 +120,7 @@ def test_path_rms_order(problem_name, solver_name, steps):
     problem = get_problem(problem_name)
     model = analytic_model(problem)
     x_T = prior_sample(problem, 200, seed=0)
-    ref = reference(problem, model, x_T, 0, steps=512)
+    ref = reference(problem, model, x_T, 0, steps=1024)
     solver = make_solver(solver_name)
     errors = []
     for n in steps:
