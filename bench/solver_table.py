@@ -27,7 +27,7 @@ def measured_order(solver: Solver) -> float:
     problem = get_problem("gauss-aniso-3d")
     model = analytic_model(problem)
     prior, target = problem.marginal(problem.t_max), problem.marginal(problem.t_min)
-    steps = (16, 32, 64, 128) if solver.order < 3 else (8, 16, 32, 64)
+    steps = (64, 128, 256, 512) if solver.order < 3 else (32, 64, 128, 256)
     logs = []
     for n in steps:
         times = make_grid("logsnr", problem.schedule, n, problem.t_min, problem.t_max)
