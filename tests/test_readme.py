@@ -25,5 +25,6 @@ def test_solver_table_is_generated_from_the_classes():
 
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
-    command = next(ln.strip() for ln in readme.splitlines() if "python -m pytest" in ln and "pip install" in ln)
+    lines = readme.splitlines()
+    command = next(ln.strip() for ln in lines if "python -m pytest" in ln and "pip install" in ln)
     assert command in (ROOT / ".ci" / "run").read_text()
