@@ -276,6 +276,19 @@ def perf_score(n: int, k: int, dims: str, repeats: int) -> None:
                    f"{res['autograd']:.3g} evals/s, speed-up x{res['analytic'] / res['autograd']:.1f}")
 
 
+@perf_cmd.command("overhead")
+@click.option("--steps", default=50, show_default=True)
+@click.option("--solvers", "names", default="ddim,dpmpp-2m,unipc-2", show_default=True)
+def perf_overhead(steps: int, names: str) -> None:
+    """Per-step loop overhead against diffusers' scheduler.step loop (needs diffusers)."""
+    from bench.perf import loop_overhead
+
+    for name in _names(names) or []:
+        r = loop_overhead(name, steps)
+        click.echo(f"{name}: ours {1e6 * r['ours']:.0f} us/step, "
+                   f"diffusers {1e6 * r['diffusers']:.0f} us/step, ratio {r['ratio']:.2f}")
+
+
 @perf_cmd.command("sweep")
 @click.option("--jobs", default=2, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None)

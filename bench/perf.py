@@ -82,3 +82,53 @@ def default_sweep_timing(jobs: int = 2, out: Path | None = None) -> str:
     for fam, t in per_cell.groupby("family").sample_time.sum().items():
         lines.append(f"    sampling {fam}: {t:.1f} s")
     return "\n".join(lines)
+
+
+DIFFUSERS_EQUIVALENT = {
+    "ddim": ("DDIMScheduler", {}),
+    "dpmpp-2m": ("DPMSolverMultistepScheduler", {"solver_order": 2, "algorithm_type": "dpmsolver++",
+                                                 "lower_order_final": False}),
+    "unipc-2": ("UniPCMultistepScheduler", {"solver_order": 2, "lower_order_final": False}),
+}
+
+
+def loop_overhead(solver_name: str, steps: int = 50, n: int = 16, repeats: int = 5) -> dict[str, float]:
+    """Per-step time of the sampling loop minus the model's own time, ours against diffusers'
+    `scheduler.step` loop, on the same tiny eps model, tensor and discrete timesteps."""
+    import diffusers
+
+    from analytic import get_schedule
+    from solvers import Model, make_solver, sample
+
+    cls_name, kwargs = DIFFUSERS_EQUIVALENT[solver_name]
+    scheduler = getattr(diffusers, cls_name)(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
+                                             beta_schedule="linear", **kwargs)
+    scheduler.set_timesteps(steps)
+    timesteps = scheduler.timesteps
+    schedule = get_schedule("ddpm-discrete")
+    times = torch.cat([(timesteps.double() + 1) / 1000, torch.tensor([schedule.t_min], dtype=torch.float64)])
+    times = torch.unique_consecutive(times)
+    x0 = torch.randn(n, 3, generator=torch.Generator().manual_seed(0))
+
+    def eps_model(x, t):
+        return 0.1 * x
+
+    def model_only() -> None:
+        x = x0
+        for t in timesteps:
+            x = x + eps_model(x, t) * 0  # the same tensor traffic as one model call
+
+    def ours() -> None:
+        sample(make_solver(solver_name), Model(eps_model, "eps", schedule), times, x0)
+
+    def theirs() -> None:
+        scheduler.set_timesteps(steps)
+        x = x0
+        for t in scheduler.timesteps:
+            x = scheduler.step(eps_model(x, t), t, x).prev_sample
+
+    base = _best_of(model_only, repeats)
+    loops = (("ours", ours), ("diffusers", theirs))
+    per_step = {name: (_best_of(fn, repeats) - base) / steps for name, fn in loops}
+    per_step["ratio"] = per_step["ours"] / per_step["diffusers"]
+    return per_step

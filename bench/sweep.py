@@ -292,6 +292,14 @@ def _safe_cell(config: SweepConfig, cell: Cell) -> list[dict]:
 Progress = Callable[[int, int, Cell, float], None]
 
 
+def _chain_cost(chain: list[Cell]) -> float:
+    """Rough relative cost: steps of all cells, x4 for stochastic solvers (Brownian-tree queries
+    and their fine-step references)."""
+    solver = make_solver(chain[0].solver)
+    steps = sum(c.target if c.mode == "steps" else 64 for c in chain)
+    return steps * solver.nfe_per_step * (4 if solver.stochastic else 1)
+
+
 def run_sweep(config: SweepConfig, out_dir: Path, command: str = "", jobs: int = 1,
               progress: Progress | None = None) -> Path:
     """Run (or resume) a sweep into out_dir; returns out_dir."""
@@ -317,19 +325,31 @@ def run_sweep(config: SweepConfig, out_dir: Path, command: str = "", jobs: int =
         if progress is not None:
             progress(finished, total, cell, time.perf_counter() - start)
 
-    # cells sharing problem, solver and seed run next to each other, so that each process
-    # computes a reference solution once and reuses it from its in-memory cache
-    todo.sort(key=lambda c: (c.problem, c.seed, c.solver))
+    # cells sharing problem, solver and seed form a chain that runs in one process, in order, so
+    # each reference solution is computed once and reused from that process's cache
+    chains: dict[tuple, list[Cell]] = {}
+    for cell in sorted(todo, key=lambda c: (c.problem, c.seed, c.solver, c.target)):
+        chains.setdefault((cell.problem, cell.solver, cell.seed), []).append(cell)
     if config.device == "cpu":
         _worker_init()  # small tensors: parallelize over cells (--jobs), not inside ops
     if jobs <= 1:
-        for cell in todo:
-            record(cell, _safe_cell(config, cell))
+        for chain in chains.values():
+            for cell in chain:
+                record(cell, _safe_cell(config, cell))
     else:
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init) as pool:
-            futures = [pool.submit(_run_one, config.to_dict(), cell) for cell in todo]
+        pools = [ProcessPoolExecutor(max_workers=1, initializer=_worker_init) for _ in range(jobs)]
+        load = [0.0] * jobs
+        futures = []
+        try:
+            for chain in sorted(chains.values(), key=_chain_cost, reverse=True):
+                k = load.index(min(load))  # greedy balance, heaviest chains first
+                load[k] += _chain_cost(chain)
+                futures += [pools[k].submit(_run_one, config.to_dict(), cell) for cell in chain]
             for future in as_completed(futures):
                 record(*future.result())
+        finally:
+            for pool in pools:
+                pool.shutdown(cancel_futures=True)
     store.finalize()
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     manifest["cells"] = total
