@@ -65,6 +65,28 @@ class Schedule(ABC):
     def t_of_sigma_tilde(self, s: TimeLike) -> Tensor:
         return self.t_of_log_snr(-torch.log(_t(s)))
 
+    def scalars(self, t: float) -> tuple[float, float, float, float, float]:
+        """(alpha, sigma, d_alpha, d_sigma, log_snr) at a scalar t as floats, memoized per instance
+        (a sampler visits each grid time several times; like a scheduler's precomputed tables)."""
+        t = float(t)
+        cache = self.__dict__.setdefault("_scalar_cache", {})
+        hit = cache.get(t)
+        if hit is None:
+            if len(cache) >= 65536:
+                cache.clear()
+            hit = cache[t] = (float(self.alpha(t)), float(self.sigma(t)), float(self.d_alpha(t)),
+                              float(self.d_sigma(t)), float(self.log_snr(t)))
+        return hit
+
+    def prime(self, times: Tensor) -> None:
+        """Fill the `scalars` cache for a whole grid with five vectorized evaluations."""
+        times = _t(times).reshape(-1)
+        cache = self.__dict__.setdefault("_scalar_cache", {})
+        functions = (self.alpha, self.sigma, self.d_alpha, self.d_sigma, self.log_snr)
+        columns = [f(times).tolist() for f in functions]
+        for t, *values in zip(times.tolist(), *columns, strict=True):
+            cache[t] = tuple(values)
+
     def describe(self) -> str:
         return f"{self.name}: t in [{self.t_min:g}, {self.t_max:g}]"
 

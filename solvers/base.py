@@ -118,4 +118,5 @@ class Solver:
 
 def coeffs(schedule: ScheduleLike, t: float) -> tuple[float, float, float]:
     """(alpha, sigma, lambda) at t as Python floats."""
-    return float(schedule.alpha(t)), float(schedule.sigma(t)), float(schedule.log_snr(t))
+    alpha, sigma, _, _, lam = schedule.scalars(t)
+    return alpha, sigma, lam

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from solvers.base import Solver, State
+from solvers.base import Solver, State, coeffs
 from solvers.model import Model
 from solvers.noise import NoiseSource
 from solvers.registry import register
@@ -42,8 +42,8 @@ class DDIM(Solver):
     def step(self, model: Model, x: Tensor, t: float, t_next: float, state: State,
              noise: NoiseSource) -> Tensor:
         pred = model(x, t)
-        sched = model.schedule
-        return float(sched.alpha(t_next)) * pred.x0 + float(sched.sigma(t_next)) * pred.eps
+        alpha, sigma, _ = coeffs(model.schedule, t_next)
+        return alpha * pred.x0 + sigma * pred.eps
 
 
 @register("euler-maruyama")

@@ -54,6 +54,9 @@ def sample(solver: Solver, model: Model, times: Tensor, x: Tensor,
         noise = ZeroNoise()
     start_calls = model.calls
     start = time.perf_counter()
+    prime = getattr(model.schedule, "prime", None)
+    if prime is not None:  # precompute the grid's coefficients (as a scheduler's set_timesteps does)
+        prime(times)
     state = solver.init_state(x, times)
     steps = len(times) - 1
     grid = times.tolist()

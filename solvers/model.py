@@ -32,6 +32,7 @@ class ScheduleLike(Protocol):
     def g2(self, t) -> Tensor: ...
     def sigma_tilde(self, t) -> Tensor: ...
     def t_of_sigma_tilde(self, s) -> Tensor: ...
+    def scalars(self, t: float) -> tuple[float, float, float, float, float]: ...
 
 
 class Prediction:
@@ -39,10 +40,7 @@ class Prediction:
 
     def __init__(self, x: Tensor, t: float, raw: Tensor, kind: str, schedule: ScheduleLike):
         self.x, self.t, self.raw, self.kind = x, t, raw, kind
-        self.alpha = float(schedule.alpha(t))
-        self.sigma = float(schedule.sigma(t))
-        self.d_alpha = float(schedule.d_alpha(t))
-        self.d_sigma = float(schedule.d_sigma(t))
+        self.alpha, self.sigma, self.d_alpha, self.d_sigma, _ = schedule.scalars(t)
 
     @cached_property
     def eps(self) -> Tensor:
