@@ -91,7 +91,37 @@ class Schedule(ABC):
         return f"{self.name}: t in [{self.t_min:g}, {self.t_max:g}]"
 
 
-class VPLinear(Schedule):
+class VariancePreserving(Schedule):
+    """alpha^2 + sigma^2 = 1: everything follows from log alpha(t), its derivative and inverse."""
+
+    @abstractmethod
+    def log_alpha(self, t: TimeLike) -> Tensor: ...
+
+    @abstractmethod
+    def t_of_log_alpha(self, log_alpha: Tensor) -> Tensor: ...
+
+    def alpha(self, t: TimeLike) -> Tensor:
+        return torch.exp(self.log_alpha(t))
+
+    def sigma(self, t: TimeLike) -> Tensor:
+        return torch.sqrt(-torch.expm1(2 * self.log_alpha(t)))
+
+    def d_sigma(self, t: TimeLike) -> Tensor:
+        return -self.alpha(t) * self.d_alpha(t) / self.sigma(t)
+
+    def log_snr(self, t: TimeLike) -> Tensor:
+        la = self.log_alpha(t)
+        return la - 0.5 * torch.log(-torch.expm1(2 * la))
+
+    def g2(self, t: TimeLike) -> Tensor:
+        """g^2 = -2 f (beta(t) for the linear schedule), finite at t = 0."""
+        return -2 * self.f(t)
+
+    def t_of_log_snr(self, lam: TimeLike) -> Tensor:
+        return self.t_of_log_alpha(-0.5 * torch.nn.functional.softplus(-2 * _t(lam)))
+
+
+class VPLinear(VariancePreserving):
     """VP SDE with beta(t) = beta_min + t (beta_max - beta_min) (Song et al. 2021, eq. 11)."""
 
     def __init__(
@@ -108,29 +138,10 @@ class VPLinear(Schedule):
         t = _t(t)
         return -0.25 * t * t * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
-    def alpha(self, t: TimeLike) -> Tensor:
-        return torch.exp(self.log_alpha(t))
-
-    def sigma(self, t: TimeLike) -> Tensor:
-        return torch.sqrt(-torch.expm1(2 * self.log_alpha(t)))
-
     def d_alpha(self, t: TimeLike) -> Tensor:
         return -0.5 * self.beta(t) * self.alpha(t)
 
-    def d_sigma(self, t: TimeLike) -> Tensor:
-        a = self.alpha(t)
-        return 0.5 * self.beta(t) * a * a / self.sigma(t)
-
-    def log_snr(self, t: TimeLike) -> Tensor:
-        la = self.log_alpha(t)
-        return la - 0.5 * torch.log(-torch.expm1(2 * la))
-
-    def g2(self, t: TimeLike) -> Tensor:
-        """Variance preserving: g^2 = -2 f (beta(t) for the linear schedule), finite at t = 0."""
-        return -2 * self.f(t)
-
-    def t_of_log_snr(self, lam: TimeLike) -> Tensor:
-        log_alpha = -0.5 * torch.nn.functional.softplus(-2 * _t(lam))
+    def t_of_log_alpha(self, log_alpha: Tensor) -> Tensor:
         a, b = 0.25 * (self.beta_max - self.beta_min), 0.5 * self.beta_min
         if a == 0:
             return -log_alpha / b
@@ -145,7 +156,7 @@ class VPConstant(VPLinear):
         self.name = "vp-const"
 
 
-class VPCosine(Schedule):
+class VPCosine(VariancePreserving):
     """Cosine schedule alpha_bar = cos^2((t+s)/(1+s) pi/2) / cos^2(s/(1+s) pi/2) (Nichol & Dhariwal
     2021, eq. 17); t_max = 0.9946 as in DPM-Solver to keep log-SNR finite."""
 
@@ -160,28 +171,10 @@ class VPCosine(Schedule):
     def log_alpha(self, t: TimeLike) -> Tensor:
         return torch.log(torch.cos(self._theta(t))) - self._log_cos0
 
-    def alpha(self, t: TimeLike) -> Tensor:
-        return torch.exp(self.log_alpha(t))
-
-    def sigma(self, t: TimeLike) -> Tensor:
-        return torch.sqrt(-torch.expm1(2 * self.log_alpha(t)))
-
     def d_alpha(self, t: TimeLike) -> Tensor:
         return -self.alpha(t) * torch.tan(self._theta(t)) * math.pi / (2 * (1 + self.s))
 
-    def d_sigma(self, t: TimeLike) -> Tensor:
-        return -self.alpha(t) * self.d_alpha(t) / self.sigma(t)
-
-    def log_snr(self, t: TimeLike) -> Tensor:
-        la = self.log_alpha(t)
-        return la - 0.5 * torch.log(-torch.expm1(2 * la))
-
-    def g2(self, t: TimeLike) -> Tensor:
-        """Variance preserving: g^2 = -2 f (beta(t) for the linear schedule), finite at t = 0."""
-        return -2 * self.f(t)
-
-    def t_of_log_snr(self, lam: TimeLike) -> Tensor:
-        log_alpha = -0.5 * torch.nn.functional.softplus(-2 * _t(lam))
+    def t_of_log_alpha(self, log_alpha: Tensor) -> Tensor:
         theta = torch.arccos(torch.exp(log_alpha + self._log_cos0))
         return theta * 2 * (1 + self.s) / math.pi - self.s
 
