@@ -102,7 +102,8 @@ def disagreements_table(res: Results) -> pd.DataFrame:
     return pd.DataFrame({
         "problem": o["problem"], "metric": o["metric"], "solver": o["solver"], "axis": o["axis"],
         "order": o["order"].map(_fmt), "theory": o["theory"].map(_fmt),
-        "direction": np.where(o["order"] > o["theory"], "above theory", "below theory"),
+        "direction": np.where(~np.isfinite(o["order"].astype(float)), "no fit",
+                              np.where(o["order"] > o["theory"], "above theory", "below theory")),
         "reason": [disagreement_reason(*v) for v in zip(o["note"], o["n_points"], o["n_excluded"],
                                                          strict=True)],
         "note": o["note"],
