@@ -313,6 +313,8 @@ def run_sweep(config: SweepConfig, out_dir: Path, command: str = "", jobs: int =
     store = ResultStore(out_dir)
     store.repair()
     done = store.done()
+    if config.device == "cpu":
+        _worker_init()  # small tensors: parallelize over cells (--jobs), not inside ops
     manifest = build_manifest(config.to_dict(), command, existing)
     write_manifest(out_dir, manifest)
     todo = [c for c in cells if c.key not in done]
@@ -330,8 +332,6 @@ def run_sweep(config: SweepConfig, out_dir: Path, command: str = "", jobs: int =
     chains: dict[tuple, list[Cell]] = {}
     for cell in sorted(todo, key=lambda c: (c.problem, c.seed, c.solver, c.target)):
         chains.setdefault((cell.problem, cell.solver, cell.seed), []).append(cell)
-    if config.device == "cpu":
-        _worker_init()  # small tensors: parallelize over cells (--jobs), not inside ops
     if jobs <= 1:
         for chain in chains.values():
             for cell in chain:
