@@ -90,6 +90,7 @@ class BrownianTreeNoise(NoiseSource):
         self.cache_size = cache_size
         self._cache: dict[tuple, Tensor] = {}
         self._shape: tuple | None = None
+        self._recent: dict[float, Tensor] = {}
 
     def _gauss(self, depth: int, index: int) -> Tensor:
         g = torch.Generator().manual_seed(_mix(self.seed, depth, index))
@@ -107,8 +108,16 @@ class BrownianTreeNoise(NoiseSource):
     def value(self, t: float, like: Tensor) -> Tensor:
         """W(t) with W(t_lo) = 0, shaped like `like` (float64 on CPU)."""
         if tuple(like.shape) != self._shape:
-            self._shape, self._cache = tuple(like.shape), {}
+            self._shape, self._cache, self._recent = tuple(like.shape), {}, {}
         t = float(t)
+        if t in self._recent:  # a step's start is the previous step's end
+            return self._recent[t]
+        if len(self._recent) >= 8:
+            self._recent.clear()
+        self._recent[t] = w = self._descend(t)
+        return w
+
+    def _descend(self, t: float) -> Tensor:
         if not self.t_lo - 1e-12 <= t <= self.t_hi + 1e-12:
             raise ValueError(f"time {t} outside the Brownian tree's [{self.t_lo}, {self.t_hi}]")
         lo, hi = self.t_lo, self.t_hi
