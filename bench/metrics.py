@@ -219,9 +219,10 @@ def _affine_check(model: Model, problem: Problem, times: Tensor) -> None:
 
 
 def w2_exact(problem: Problem, solver: Solver, model: Model, times: Tensor,
-             denoise_final: bool = False) -> float:
-    """Exact W2 between the solver's output law from x_T ~ p_{times[0]} and p_{times[-1]}; with
-    `denoise_final` the output approximates data, so the reference law is the data law itself."""
+             denoise_final: bool = False, prior: tuple[Tensor, Tensor] | None = None) -> float:
+    """Exact W2 between the solver's output law from x_T ~ p_{times[0]} (or the Gaussian `prior`
+    given as (mean, cov)) and p_{times[-1]}; with `denoise_final` the output approximates data, so
+    the reference law is the data law itself."""
     target: GaussianMixture = problem.target
     if not target.is_gaussian:
         raise MetricError(f"w2-exact needs a Gaussian target; {problem.name} has {target.k} components")
@@ -229,9 +230,11 @@ def w2_exact(problem: Problem, solver: Solver, model: Model, times: Tensor,
         raise MetricError(f"w2-exact needs a solver affine in (x, noise); {solver.label} is not")
     times = torch.as_tensor(times, dtype=torch.float64)
     _affine_check(model, problem, times)
-    prior = problem.marginal(float(times[0]))
+    if prior is None:
+        exact = problem.marginal(float(times[0]))
+        prior = (exact.means[0], exact.covs[0])
     ref = target if denoise_final else problem.marginal(float(times[-1]))
-    law = output_law(solver, model, times, prior.means[0], prior.covs[0], denoise_final=denoise_final)
+    law = output_law(solver, model, times, *prior, denoise_final=denoise_final)
     if not (torch.isfinite(law.mean).all() and torch.isfinite(law.cov).all()):
         return math.inf
     return bures_w2(law.mean, law.cov, ref.means[0], ref.covs[0])

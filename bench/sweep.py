@@ -13,7 +13,7 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,7 +21,6 @@ import torch
 from analytic import GRIDS, get_problem, make_grid
 from analytic.problems import Problem
 from bench import metrics
-from bench.exact_law import bures_w2, output_law
 from bench.models import analytic_model
 from bench.reference import path_rms, reference
 from bench.results import RESULT_COLUMNS, ResultStore, RunDirError, load_manifest, write_manifest
@@ -186,17 +185,13 @@ def _prior(problem: Problem, config: SweepConfig, n: int, seed: int, dtype: torc
     return scale * torch.randn(n, problem.dim, generator=g, dtype=torch.float64).to(dtype)
 
 
-def _w2_exact(problem: Problem, solver: Solver, model, times, config: SweepConfig) -> float:
+def _prior_law(problem: Problem, config: SweepConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The Gaussian law of x_T under --prior standard; None for the exact p_T."""
     if config.prior == "exact":
-        return metrics.w2_exact(problem, solver, model, times, config.denoise_final)
-    if not problem.is_gaussian or not solver.affine:
-        return metrics.w2_exact(problem, solver, model, times, config.denoise_final)  # raises
+        return None
     scale = float(problem.schedule.sigma(problem.t_max))
     eye = torch.eye(problem.dim, dtype=torch.float64)
-    law = output_law(solver, model, times, torch.zeros(problem.dim, dtype=torch.float64),
-                     scale**2 * eye, config.denoise_final)
-    ref = problem.target if config.denoise_final else problem.marginal(float(times[-1]))
-    return bures_w2(law.mean, law.cov, ref.means[0], ref.covs[0])
+    return torch.zeros(problem.dim, dtype=torch.float64), scale**2 * eye
 
 
 def run_cell(config: SweepConfig, cell: Cell) -> list[dict]:
@@ -249,7 +244,8 @@ def run_cell(config: SweepConfig, cell: Cell) -> list[dict]:
         start = time.perf_counter()
         try:
             if name == "w2-exact":
-                row["value"] = _w2_exact(problem, solver, model, times, config)
+                row["value"] = metrics.w2_exact(problem, solver, model, times, config.denoise_final,
+                                                prior=_prior_law(problem, config))
             elif name == "path-rms":
                 ref = reference(problem, model, x_T, cell.seed, solver, noise_seed=noise_seed,
                                 steps=SDE_REFERENCE_STEPS if solver.stochastic else None,
@@ -355,7 +351,3 @@ def run_sweep(config: SweepConfig, out_dir: Path, command: str = "", jobs: int =
     manifest["cells"] = total
     write_manifest(out_dir, manifest)
     return out_dir
-
-
-def nfe_config(config: SweepConfig, budgets: list[int]) -> SweepConfig:
-    return replace(config, nfe=list(budgets))
