@@ -1,0 +1,1 @@
+"""Learned image models: data, pretrained/trained eps networks, training and solver studies."""

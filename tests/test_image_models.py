@@ -1,0 +1,153 @@
+"""Image data, diffusers-layout model loading, batched sampling and training on tiny synthetic data."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from analytic.schedules import DiscreteDDPM
+from bench.image.data import FASHION_ROOT, DataError, load_dataset, read_idx
+from bench.image.models import ModelLoadError, load_model, schedule_from_config
+from bench.image.sampling import generate, initial_noise, sample_batches
+from bench.image.train import TrainConfig, TrainError, make_unet, train
+from solvers import make_solver
+
+
+def write_idx(path: Path, images: np.ndarray, gz: bool = True) -> None:
+    raw = bytes([0, 0, 8, images.ndim]) + struct.pack(f">{images.ndim}I", *images.shape) + images.tobytes()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+
+
+@pytest.fixture
+def fashion_dir(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (16, 28, 28), dtype=np.uint8))
+    return tmp_path
+
+
+def save_model_dir(root: Path, channels: int = 1, unet_subdir: bool = True, **sched) -> Path:
+    from diffusers import DDPMScheduler
+
+    torch.manual_seed(0)
+    unet = make_unet(channels, 8)
+    unet.save_pretrained(str(root / "unet" if unet_subdir else root))
+    cfg = {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02, "beta_schedule": "linear",
+           **sched}
+    DDPMScheduler(**cfg).save_pretrained(str(root / "scheduler" if unet_subdir else root))
+    return root
+
+
+def test_fashion_idx_padded_and_scaled(fashion_dir: Path) -> None:
+    x = load_dataset("fashion-mnist", fashion_dir, subset=5)
+    assert x.shape == (5, 1, 32, 32)
+    assert float(x[..., :2, :].max()) == -1.0  # the padding is black
+    raw = read_idx(fashion_dir / "train-images-idx3-ubyte.gz")
+    assert torch.allclose(x[0, 0, 2:30, 2:30], torch.from_numpy(raw[0].astype(np.float32)) / 127.5 - 1)
+
+
+def test_missing_and_bad_data(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no train-images-idx3-ubyte"):
+        load_dataset("fashion-mnist", tmp_path)
+    with pytest.raises(DataError, match="unknown dataset"):
+        load_dataset("mnist")
+    with pytest.raises(DataError, match="no image files"):
+        load_dataset(f"folder:{tmp_path}")
+    with pytest.raises(DataError, match="CIFAR-10 not found"):
+        load_dataset("cifar10", tmp_path)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x0d\x03")
+    with pytest.raises(DataError, match="not a uint8 idx"):
+        load_dataset("fashion-mnist", tmp_path)
+
+
+def test_folder_dataset(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(np.full((40, 40, 3), 255, np.uint8)).save(tmp_path / "a.png")
+    x = load_dataset(f"folder:{tmp_path}")
+    assert x.shape == (1, 3, 32, 32) and torch.allclose(x, torch.ones_like(x))
+
+
+@pytest.mark.skipif(not FASHION_ROOT.exists(), reason="Debian dataset-fashion-mnist not installed")
+def test_real_fashion_mnist() -> None:
+    x = load_dataset("fashion-mnist", subset=100)
+    assert x.shape == (100, 1, 32, 32) and -1 <= float(x.min()) < float(x.max()) <= 1
+
+
+def test_load_model_maps_time_to_timestep(tmp_path: Path) -> None:
+    model = load_model(save_model_dir(tmp_path / "m"))
+    assert model.parameterization == "eps"
+    assert torch.equal(model.schedule.knots_lam, DiscreteDDPM().knots_lam)
+    x = torch.randn(2, 1, 32, 32)
+    for k in (0, 499, 999):  # knot t = (k + 1) / 1000 is diffusers' timestep k
+        want = model.fn.unet(x, torch.tensor([k, k])).sample
+        got = model(x, (k + 1) / 1000).eps
+        assert torch.allclose(got, want, atol=1e-5)
+    assert model.calls == 3 and model.fn.seconds > 0
+
+
+def test_load_model_root_layout_and_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    snap = tmp_path / "hub" / "models--org--tiny" / "snapshots" / ("a" * 40)
+    save_model_dir(snap, unet_subdir=False)
+    (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert load_model(snap).fn.num_steps == 1000
+    assert load_model("org/tiny").parameterization == "eps"
+    with pytest.raises(ModelLoadError, match="not in the Hugging Face cache"):
+        load_model("org/absent")
+    with pytest.raises(ModelLoadError, match="neither a directory"):
+        load_model(tmp_path / "nope")
+
+
+def test_refuses_unknown_schedules(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="only linear betas"):
+        schedule_from_config(save_model_dir(tmp_path / "a", beta_schedule="squaredcos_cap_v2"))
+    with pytest.raises(ModelLoadError, match="only epsilon"):
+        schedule_from_config(save_model_dir(tmp_path / "b", prediction_type="v_prediction"))
+    other = schedule_from_config(save_model_dir(tmp_path / "c", beta_end=0.012, num_train_timesteps=500))
+    assert other.num_steps == 500 and other.name != "ddpm-discrete"
+
+
+def test_generate_is_batch_independent(tmp_path: Path) -> None:
+    model = load_model(save_model_dir(tmp_path / "m"))
+    times = torch.linspace(1.0, 1e-3, 4, dtype=torch.float64)
+    a = generate(model, make_solver("ddim"), times, 3, seed=1, batch=2)
+    b = generate(model, make_solver("ddim"), times, 3, seed=1, batch=3)
+    assert a.shape == (3, 3, 32, 32) and a.dtype == torch.uint8 and torch.equal(a, b)
+    assert torch.equal(initial_noise(model, 2, 5, start=1)[0], initial_noise(model, 3, 5)[1])
+    res = sample_batches(model, make_solver("dpmpp-2m-sde"), times, initial_noise(model, 2, 0), 0, 1)
+    assert res.nfe == 3 and torch.isfinite(res.x).all() and 0 < res.network_share <= 1
+
+
+def test_train_records_loss_and_resumes(fashion_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = TrainConfig("fashion-mnist", out, data_root=fashion_dir, steps=3, batch=4, width=8,
+                      checkpoint_every=2, log_every=1)
+    lines: list[str] = []
+    train(cfg, lines.append)
+    assert lines[-1].startswith("step 3/3 loss")
+    losses = (out / "loss.csv").read_text().splitlines()
+    assert losses[0] == "step,loss,seconds" and len(losses) == 4
+    assert (out / "loss.png").stat().st_size > 0
+    assert json.loads((out / "scheduler" / "scheduler_config.json").read_text())["beta_end"] == 0.02
+    first = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert first["step"] == 3
+    cfg.steps = 5
+    lines.clear()
+    summary = train(cfg, lines.append)
+    assert lines[0] == f"resuming {out} at step 3" and summary["steps"] == 5
+    assert [int(r.split(",")[0]) for r in (out / "loss.csv").read_text().splitlines()[1:]] == [1, 2, 3, 4, 5]
+    second = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert not torch.equal(second["ema"]["conv_in.weight"], first["ema"]["conv_in.weight"])
+    assert len(second["optimizer"]["state"]) > 0
+    model = load_model(out)  # the saved EMA loads as an eps model
+    assert torch.allclose(model.fn.unet.conv_in.weight, second["ema"]["conv_in.weight"])
+    with pytest.raises(TrainError, match="holds a run"):
+        train(TrainConfig("fashion-mnist", out, data_root=fashion_dir, steps=6, width=16))
