@@ -19,10 +19,11 @@ USER_ERRORS: tuple[type[Exception], ...] = (SweepError, RunDirError, ProblemErro
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+    from bench.learned import CheckpointError
     from bench.plots import ResultsError
     from solvers.registry import UnknownSolverError
 
-    return (*USER_ERRORS, ResultsError, UnknownSolverError)
+    return (*USER_ERRORS, ResultsError, UnknownSolverError, CheckpointError)
 
 
 def _ints(text: str, option: str) -> list[int]:
@@ -232,9 +233,13 @@ def _summary(out: Path) -> None:
 @click.option("--problems", default=None, help="Comma-separated problems to include.")
 def plot_cmd(results_dir: Path, style: str, solvers: str | None, problems: str | None) -> None:
     """Draw figures from a results directory (reads files only; never reruns)."""
+    from bench.cli_learned import DECOMPOSITION_CSV, plot_directory
     from bench.plots import make_figures
 
-    paths = make_figures(results_dir, style=style, solvers=_names(solvers), problems=_names(problems))
+    if (results_dir / DECOMPOSITION_CSV).exists():  # a `bench decompose` directory
+        paths = plot_directory(results_dir)
+    else:
+        paths = make_figures(results_dir, style=style, solvers=_names(solvers), problems=_names(problems))
     for path in paths:
         click.echo(str(path))
 
@@ -297,6 +302,23 @@ def perf_sweep(jobs: int, out: Path | None) -> None:
     from bench.perf import default_sweep_timing
 
     click.echo(default_sweep_timing(jobs, out))
+
+
+from bench.cli_learned import COMMANDS as _LEARNED  # noqa: E402
+
+for _command in _LEARNED:
+    cli.add_command(_command)
+
+
+from bench.image.cli import image_run, train_image  # noqa: E402 (image commands live in bench/image)
+
+cli.add_command(train_image)
+cli.add_command(image_run)
+
+
+from bench.image.fid_cli import fid_cmd  # noqa: E402 (FID tools live in bench/image)
+
+cli.add_command(fid_cmd)
 
 
 def main() -> None:

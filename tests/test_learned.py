@@ -83,3 +83,27 @@ def test_decomposition_rows_are_consistent():
         assert math.isfinite(crossover(frame)[solver])
     w2 = table(frame, "w2")
     assert (w2[list(COMPONENTS)] > 0).all().all()
+
+
+def test_cli_train_decompose_plot(tmp_path):
+    from click.testing import CliRunner
+
+    from bench.cli import _user_errors, cli
+
+    runner = CliRunner()
+    ckpt = tmp_path / "net.pt"
+    result = runner.invoke(cli, ["train-score", "mix-2d", "--width", "16", "--depth", "2", "--train-steps",
+                                 "50", "--samples", "500", "--batch", "64", "--out", str(ckpt)])
+    assert result.exit_code == 0, result.output
+    assert ckpt.exists() and "score_error" in result.output
+    out = tmp_path / "dec"
+    result = runner.invoke(cli, ["decompose", "--model", str(ckpt), "--solvers", "ddim", "--steps", "4,8",
+                                 "--seeds", "1", "--samples", "100", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "score error dominates from NFE" in result.output
+    assert (out / "decomposition.csv").exists() and (out / "decomposition-path-rms.png").exists()
+    (out / "decomposition-w2.png").unlink()
+    result = runner.invoke(cli, ["plot", str(out)])
+    assert result.exit_code == 0 and (out / "decomposition-w2.png").exists()
+    result = runner.invoke(cli, ["decompose", "--model", "perturb:oops=1", "--out", str(out)])
+    assert isinstance(result.exception, _user_errors())

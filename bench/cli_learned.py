@@ -1,0 +1,92 @@
+"""CLI commands for learned/perturbed scores: `bench train-score` and `bench decompose`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from bench.learned import CheckpointError
+
+DECOMPOSITION_CSV = "decomposition.csv"
+
+
+@click.command("train-score")
+@click.argument("problem")
+@click.option("--param", "parameterization", type=click.Choice(["eps", "score"]), default="eps",
+              show_default=True, help="What the network outputs.")
+@click.option("--width", default=128, show_default=True, type=int, help="Hidden width.")
+@click.option("--depth", default=3, show_default=True, type=int, help="Hidden layers.")
+@click.option("--train-steps", default=3000, show_default=True, type=int, help="Adam steps.")
+@click.option("--samples", default=20000, show_default=True, type=int,
+              help="Size of the fixed training set of exact data samples.")
+@click.option("--batch", default=512, show_default=True, type=int)
+@click.option("--lr", default=2e-3, show_default=True, type=float)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--schedule", default=None, help="Override the problem's noise schedule.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Checkpoint path (default checkpoints/<problem>-w<width>-s<steps>.pt).")
+def train_score_cmd(problem, parameterization, width, depth, train_steps, samples, batch, lr, seed,
+                    schedule, out) -> None:
+    """Train a time-conditioned MLP by denoising score matching on exact samples of PROBLEM and
+    report its score error E_t E_x sigma_t^2 ||s_theta - grad log p_t||^2 against the exact score."""
+    from bench.learned import TrainConfig, save_checkpoint, train
+
+    config = TrainConfig(problem=problem, schedule=schedule, parameterization=parameterization, width=width,
+                         depth=depth, train_steps=train_steps, samples=samples, batch=batch, lr=lr, seed=seed,
+                         eval_every=max(1, train_steps // 10))
+
+    def progress(point: dict) -> None:
+        click.echo(f"step {point['step']:>6}  loss {point['loss']:.4f}  score error "
+                   f"{point['score_error']:.5f}  {point['seconds']:.1f} s", err=True)
+
+    trained = train(config, progress)
+    out = out or Path("checkpoints") / f"{problem}-w{width}-s{train_steps}.pt"
+    save_checkpoint(trained, out)
+    click.echo(json.dumps({"checkpoint": str(out), "score_error": trained.curve[-1]["score_error"],
+                           "initial_score_error": trained.curve[0]["score_error"]}))
+
+
+@click.command("decompose")
+@click.option("--problem", default="mix-2d", show_default=True, help="Problem name or JSON file.")
+@click.option("--model", "model_spec", required=True,
+              help="A checkpoint from `bench train-score`, perturb:bias=SIZE or perturb:noise=SIZE.")
+@click.option("--solvers", default=None, help="Comma-separated ODE solvers (default ddim,heun,dpmpp-2m,"
+              "dpm-solver-3).")
+@click.option("--steps", default="4,8,16,32,64,128,256", show_default=True)
+@click.option("--seeds", default=3, show_default=True, type=int)
+@click.option("--samples", default=500, show_default=True, type=int)
+@click.option("--schedule", default=None)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
+def decompose_cmd(problem, model_spec, solvers, steps, seeds, samples, schedule, out) -> None:
+    """Per (solver, steps): error with the exact score (discretization), of the reference solver with
+    the tested model (score) and with both; writes decomposition.csv, a table and a figure."""
+    from bench.cli import _ints, _names
+    from bench.decompose import crossover, decompose, table
+    from bench.plot_decompose import plot_decomposition
+
+    if seeds <= 0 or samples <= 0:
+        raise click.BadParameter("--seeds and --samples must be positive")
+    frame = decompose(problem, model_spec, _names(solvers), _ints(steps, "--steps"), seeds, samples, schedule,
+                      progress=lambda msg: click.echo(msg, err=True))
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / DECOMPOSITION_CSV, index=False)
+    for metric in ("path-rms", "w2"):
+        click.echo(f"\n{metric}:\n{table(frame, metric).to_string(index=False, float_format='%.4g')}")
+        click.echo(f"score error dominates from NFE: {json.dumps(crossover(frame, metric))}")
+        click.echo(str(plot_decomposition(frame, out / f"decomposition-{metric}.png", metric)))
+
+
+def plot_directory(results_dir: Path) -> list[Path]:
+    """The decomposition figures of a `bench decompose` directory (used by `bench plot`)."""
+    import pandas as pd
+
+    from bench.plot_decompose import plot_decomposition
+
+    frame = pd.read_csv(results_dir / DECOMPOSITION_CSV)
+    return [plot_decomposition(frame, results_dir / f"decomposition-{m}.png", m) for m in ("path-rms", "w2")]
+
+
+COMMANDS = [train_score_cmd, decompose_cmd]
+ERRORS = (CheckpointError,)
