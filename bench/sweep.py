@@ -226,6 +226,11 @@ def run_cell(config: SweepConfig, cell: Cell) -> list[dict]:
     x_T = _prior(problem, config, config.samples, cell.seed, dtype).to(config.device)
     noise = None
     noise_seed = _stream_seed(cell.seed, problem.name, "noise")
+    if getattr(solver, "external", False):  # diffusers:/kdiff: drive their own trajectory
+        from bench.external import external_rows
+
+        return external_rows(problem, solver, model, times, x_T, cell.seed, noise_seed, metric_names, row0,
+                             rows, _prior_law(problem, config))
     if solver.stochastic:
         noise = BrownianTreeNoise(noise_seed, problem.t_min, problem.t_max)
     try:

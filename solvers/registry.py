@@ -68,7 +68,11 @@ def names() -> list[str]:
 
 
 def make_solver(spec: str) -> Solver:
-    """Build one solver from 'name' or 'name[k=v,...]'."""
+    """Build one solver from 'name' or 'name[k=v,...]' (or an external 'diffusers:'/'kdiff:' name)."""
+    from solvers.external import is_external, make_external
+
+    if is_external(spec):
+        return make_external(spec)
     _load_all()
     name, params = parse_spec(spec)
     if name not in _REGISTRY:
@@ -102,7 +106,11 @@ def resolve(specs: str | Iterable[str]) -> list[Solver]:
         spec = spec.strip()
         if not spec:
             continue
-        if spec in SELECTORS:
+        if spec.startswith(("diffusers:", "kdiff:")):
+            from solvers.external import resolve_external
+
+            chosen = resolve_external(spec)
+        elif spec in SELECTORS:
             chosen = [make_solver(n) for n in sorted(_REGISTRY)]
             if spec != "all":
                 chosen = [s for s in chosen if spec in s.all_tags]

@@ -1,0 +1,61 @@
+"""External solvers: diffusers schedulers and k-diffusion samplers driven inside the harness.
+
+Names are `diffusers:<SchedulerClass>[k=v,...]` and `kdiff:<sample_fn>[k=v,...]`. An external
+sampler drives a whole trajectory, so it has no `step`; `ExternalSolver.run` samples from x_T and
+returns the output, the counted model calls and the noise level the library ended at.
+The peers are optional (the `peers` extra); without them these names are refused.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+from solvers.external.base import ExternalSolver, PeerMissingError, Run
+from solvers.registry import UnknownSolverError, parse_spec
+
+PREFIXES = ("diffusers:", "kdiff:")
+
+
+def is_external(spec: str) -> bool:
+    return spec.strip().startswith(PREFIXES)
+
+
+def _module(prefix: str):
+    if prefix == "diffusers:":
+        from solvers.external import diffusers as mod
+    else:
+        from solvers.external import kdiffusion as mod
+    return mod
+
+
+def available(prefix: str) -> list[str]:
+    """Names the installed peer offers under `prefix` (raises PeerMissingError without it)."""
+    return _module(prefix).available()
+
+
+def make_external(spec: str) -> ExternalSolver:
+    """Build one external solver from 'diffusers:Class[k=v]' or 'kdiff:sample_fn[k=v]'."""
+    name, params = parse_spec(spec)
+    prefix = next(p for p in PREFIXES if name.startswith(p))
+    target = name[len(prefix):]
+    valid = available(prefix)
+    if target not in valid:
+        raise UnknownSolverError(f"unknown external solver {name!r}; valid: "
+                                 f"{', '.join(prefix + v for v in valid)}")
+    return _module(prefix).make(target, params)
+
+
+def resolve_external(spec: str) -> list[ExternalSolver]:
+    """A name, or a glob such as 'diffusers:*' (without parameters), into external solvers."""
+    name, _ = parse_spec(spec)
+    if any(c in name for c in "*?") and "[" not in spec:
+        prefix = next(p for p in PREFIXES if name.startswith(p))
+        matched = fnmatch.filter(available(prefix), name[len(prefix):])
+        if not matched:
+            raise UnknownSolverError(f"no external solver matches {spec!r}")
+        return [make_external(prefix + m) for m in matched]
+    return [make_external(spec)]
+
+
+__all__ = ["PREFIXES", "ExternalSolver", "PeerMissingError", "Run", "available", "is_external",
+           "make_external", "resolve_external"]

@@ -1,0 +1,88 @@
+"""The external-solver metadata shared by the diffusers and k-diffusion adapters."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from solvers.base import Solver
+from solvers.model import Model
+from solvers.registry import UnknownSolverError
+
+
+class PeerMissingError(UnknownSolverError):
+    """An external solver whose library is not installed; the message names the extra."""
+
+
+def missing(library: str) -> PeerMissingError:
+    return PeerMissingError(f"external solvers need {library}, which is not installed; install the extra: "
+                            f"pip install 'diffusion-solver-bench[peers]'")
+
+
+@dataclass
+class Run:
+    """One external trajectory: output `x` at VP scale, counted model calls, the time the library
+    ended at (0.0 when it ends at sigma = 0, on the data) and the time of its last model call
+    (when t_end = 0 its last step is a Tweedie denoise from there)."""
+
+    x: Tensor
+    nfe: int
+    t_end: float
+    t_last: float
+
+
+class CountingModel:
+    """Wraps a Model; counts real calls (the NFE recorded for external solvers)."""
+
+    def __init__(self, model: Model):
+        self.model, self.calls, self.last_t = model, 0, float("nan")
+
+    def __call__(self, x: Tensor, t: float):
+        self.calls += 1
+        self.last_t = float(t)
+        return self.model(x, torch.tensor(float(t), dtype=torch.float64))
+
+
+@dataclass
+class ExternalSolver(Solver):
+    """A peer library's sampler with the Solver metadata; `run` replaces `step`."""
+
+    target: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+
+    external: ClassVar[bool] = True
+    affine: ClassVar[bool] = True  # deterministic ones: affine in x_T on a Gaussian target
+    prefix: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.prefix + self.target)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.config)
+
+    @property
+    def label(self) -> str:
+        if not self.config:
+            return self.name
+        return f"{self.name}[{','.join(f'{k}={v}' for k, v in self.config.items())}]"
+
+    def nfe(self, steps: int) -> int:
+        return steps * self.nfe_per_step
+
+    def run(self, model: Model, problem: Any, steps: int, x_T: Tensor, seed: int, grid: Tensor) -> Run:
+        raise NotImplementedError
+
+
+def set_meta(solver: ExternalSolver, order: float | None, stochastic: bool, nfe_per_step: int,
+             tags: set[str]) -> ExternalSolver:
+    """Instance-level metadata (the class attributes of registered solvers)."""
+    object.__setattr__(solver, "order", math.nan if order is None else order)
+    object.__setattr__(solver, "stochastic", stochastic)
+    object.__setattr__(solver, "nfe_per_step", nfe_per_step)
+    object.__setattr__(solver, "tags", frozenset(tags | {"external"}))
+    return solver

@@ -1,0 +1,110 @@
+"""diffusers schedulers as external solvers.
+
+Mapping: the problem's schedule is handed to the scheduler as `trained_betas` derived from its
+alpha at 1000 knots t_k = t_min + (t_max - t_min) k / 999 (alpha_bar_k = alpha(t_k)^2; on
+`ddpm-discrete` these are its linear betas, knot k = diffusers' timestep k), so any schedule
+works and no scheduler silently uses its own beta range. Everything else stays at the library's
+defaults (timestep spacing, final step), so their defects show. The model answers eps for the
+scaled input `scale_model_input(x, k)` at time t_k (fractional k interpolates).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from solvers.external.base import CountingModel, ExternalSolver, Run, missing, set_meta
+from solvers.model import Model
+from solvers.registry import UnknownSolverError
+
+KNOTS = 1000
+# not unconditional eps samplers on a beta schedule: inversion, inpainting, v-prediction video, angle schedule
+EXCLUDED = {"DDIMInverseScheduler", "DPMSolverMultistepInverseScheduler", "RePaintScheduler",
+            "CogVideoXDDIMScheduler", "CogVideoXDPMScheduler", "IPNDMScheduler"}
+ORDERS = {"DDIMScheduler": 1, "DDIMParallelScheduler": 1, "DDPMScheduler": 1, "DDPMParallelScheduler": 1,
+          "EulerDiscreteScheduler": 1, "EulerAncestralDiscreteScheduler": 1, "HeunDiscreteScheduler": 2,
+          "KDPM2DiscreteScheduler": 2, "KDPM2AncestralDiscreteScheduler": 1, "LMSDiscreteScheduler": 4,
+          "PNDMScheduler": 4, "DPMSolverSDEScheduler": 1, "LCMScheduler": 1, "TCDScheduler": 1}
+STOCHASTIC = {"DDPMScheduler", "DDPMParallelScheduler", "EulerAncestralDiscreteScheduler",
+              "KDPM2AncestralDiscreteScheduler", "DPMSolverSDEScheduler", "LCMScheduler", "TCDScheduler"}
+TWO_CALLS = {"HeunDiscreteScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler",
+             "DPMSolverSDEScheduler"}
+
+
+def _lib():
+    try:
+        import diffusers
+    except ImportError:
+        raise missing("diffusers") from None
+    return diffusers
+
+
+def available() -> list[str]:
+    """Installed scheduler classes with set_timesteps, step and trained_betas, minus EXCLUDED."""
+    lib = _lib()
+    structure = lib.schedulers._import_structure
+    names = sorted({n for v in structure.values() for n in v if n.endswith("Scheduler")})
+    out = []
+    for name in names:
+        try:
+            cls = getattr(lib, name)
+        except (AttributeError, ImportError):
+            continue
+        if (name not in EXCLUDED and hasattr(cls, "step") and hasattr(cls, "set_timesteps")
+                and "trained_betas" in inspect.signature(cls.__init__).parameters):
+            out.append(name)
+    return out
+
+
+class DiffusersSolver(ExternalSolver):
+    prefix = "diffusers:"
+
+    def run(self, model: Model, problem: Any, steps: int, x_T: Tensor, seed: int, grid: Tensor) -> Run:
+        sched = problem.schedule
+        knots = problem.t_min + (problem.t_max - problem.t_min) * torch.arange(KNOTS, dtype=torch.float64) / (
+            KNOTS - 1)
+        abar = sched.alpha(knots) ** 2
+        betas = 1 - abar / torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+        scheduler = getattr(_lib(), self.target)(trained_betas=betas.tolist(), **self.config)
+        scheduler.set_timesteps(steps)
+        counted = CountingModel(model)
+        gen = torch.Generator().manual_seed(seed)
+        extra = {"generator": gen} if "generator" in inspect.signature(scheduler.step).parameters else {}
+        x = x_T * float(scheduler.init_noise_sigma)
+        for k in scheduler.timesteps:
+            t = problem.t_min + (problem.t_max - problem.t_min) * float(k) / (KNOTS - 1)
+            eps = counted(scheduler.scale_model_input(x, k), t).eps.to(x.dtype)
+            x = scheduler.step(eps, k, x, **extra).prev_sample
+        sigmas = getattr(scheduler, "sigmas", None)
+        if sigmas is not None and len(sigmas):
+            s_end = float(sigmas[-1])
+        else:
+            a_end = float(getattr(scheduler, "final_alpha_cumprod", 1.0))
+            s_end = math.sqrt(max(1 - a_end, 0.0) / a_end)
+        if s_end == 0.0:
+            return Run(x, counted.calls, 0.0, counted.last_t)
+        t_end = float(sched.t_of_sigma_tilde(torch.tensor(s_end, dtype=torch.float64)))
+        if float(scheduler.init_noise_sigma) > 1 + 1e-6:  # k-diffusion-style: x / alpha
+            x = x * float(sched.alpha(t_end))
+        return Run(x, counted.calls, t_end, counted.last_t)
+
+
+def make(target: str, params: dict[str, Any]) -> DiffusersSolver:
+    cls = getattr(_lib(), target)
+    allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "trained_betas", "kwargs"}
+    bad = set(params) - allowed
+    if bad:
+        raise UnknownSolverError(f"diffusers:{target} has no parameter {', '.join(sorted(bad))}; "
+                                 f"its parameters: {', '.join(sorted(allowed))}")
+    solver = DiffusersSolver(target=target, config=dict(params))
+    defaults = inspect.signature(cls.__init__).parameters
+    default_order = defaults["solver_order"].default if "solver_order" in defaults else None
+    order = params.get("solver_order", default_order)
+    order = ORDERS.get(target, order)
+    stochastic = target in STOCHASTIC or "sde" in str(params.get("algorithm_type", ""))
+    stochastic = stochastic or target == "SASolverScheduler"  # its default tau_func injects noise
+    return set_meta(solver, order, stochastic, 2 if target in TWO_CALLS else 1, {"diffusers"})

@@ -1,0 +1,116 @@
+"""k-diffusion samplers as external solvers.
+
+k-diffusion works in VE scale: x / alpha with sigma~ = sigma / alpha, and a denoiser
+model(x, sigma~) -> x0. The harness grid is mapped to sigma~ and, as k-diffusion's own
+`get_sigmas_*` do, a final 0 is appended, so the output is a data sample (t_end = 0).
+Its package import pulls torchvision, clip and wandb; `sampling.py` needs only
+`utils.append_dims`, so it is executed from its file inside a stub package.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+import types
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from solvers.external.base import CountingModel, ExternalSolver, Run, missing, set_meta
+from solvers.model import Model
+from solvers.registry import UnknownSolverError
+
+ORDERS = {"sample_euler": 1, "sample_euler_ancestral": 1, "sample_heun": 2, "sample_dpm_2": 2,
+          "sample_dpm_2_ancestral": 1, "sample_lms": 4, "sample_dpmpp_2s_ancestral": 1, "sample_dpmpp_sde": 1,
+          "sample_dpmpp_2m": 2, "sample_dpmpp_2m_sde": 1, "sample_dpmpp_3m_sde": 1, "sample_lcm": 1}
+TWO_CALLS = {"sample_heun", "sample_dpm_2", "sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral",
+             "sample_dpmpp_sde"}
+
+
+def load_sampling() -> types.ModuleType:
+    """k_diffusion.sampling without the package's heavy imports (PeerMissingError if absent)."""
+    if "_kdiff_stub.sampling" in sys.modules:
+        return sys.modules["_kdiff_stub.sampling"]
+    spec = importlib.util.find_spec("k_diffusion")
+    if spec is None or not spec.submodule_search_locations:
+        raise missing("k-diffusion (with torchsde and torchdiffeq)")
+    pkg = types.ModuleType("_kdiff_stub")
+    pkg.__path__ = []  # a package, so relative imports resolve inside it
+    utils = types.ModuleType("_kdiff_stub.utils")
+
+    def append_dims(x: Tensor, target_dims: int) -> Tensor:
+        return x[(...,) + (None,) * (target_dims - x.ndim)]
+
+    utils.append_dims = append_dims
+    pkg.utils = utils
+    sys.modules["_kdiff_stub"], sys.modules["_kdiff_stub.utils"] = pkg, utils
+    path = spec.submodule_search_locations[0] + "/sampling.py"
+    mod_spec = importlib.util.spec_from_file_location("_kdiff_stub.sampling", path)
+    module = importlib.util.module_from_spec(mod_spec)
+    sys.modules["_kdiff_stub.sampling"] = module
+    try:
+        mod_spec.loader.exec_module(module)
+    except ImportError:
+        del sys.modules["_kdiff_stub.sampling"]
+        raise missing("k-diffusion's dependencies torchsde and torchdiffeq") from None
+    return module
+
+
+def available() -> list[str]:
+    """sample_* functions taking (model, x, sigmas, ...): dpm_fast/dpm_adaptive take sigma ranges."""
+    mod = load_sampling()
+    out = []
+    for name in sorted(dir(mod)):
+        fn = getattr(mod, name)
+        if name.startswith("sample_") and callable(fn) and list(
+                inspect.signature(fn).parameters)[:3] == ["model", "x", "sigmas"]:
+            out.append(name)
+    return out
+
+
+class KDenoiser:
+    """model(x~, sigma~) -> x0 in VE scale, on one of our Models (counts calls)."""
+
+    def __init__(self, model: Model):
+        self.counted = CountingModel(model)
+
+    def __call__(self, x_scaled: Tensor, sigma_tilde: Tensor, **_: Any) -> Tensor:
+        sched = self.counted.model.schedule
+        t = float(sched.t_of_sigma_tilde(torch.as_tensor(sigma_tilde, dtype=torch.float64).reshape(-1)[0]))
+        alpha = float(sched.alpha(t))
+        return self.counted(alpha * x_scaled, t).x0.to(x_scaled.dtype)
+
+
+class KdiffSolver(ExternalSolver):
+    prefix = "kdiff:"
+
+    def run(self, model: Model, problem: Any, steps: int, x_T: Tensor, seed: int, grid: Tensor) -> Run:
+        fn = getattr(load_sampling(), self.target)
+        sched = problem.schedule
+        grid = torch.as_tensor(grid, dtype=torch.float64)
+        sigmas = torch.cat([sched.sigma_tilde(grid), torch.zeros(1, dtype=torch.float64)]).to(x_T.dtype)
+        kw = dict(self.config)
+        if "noise_sampler" in inspect.signature(fn).parameters:
+            gen = torch.Generator().manual_seed(seed)
+            kw["noise_sampler"] = lambda s, s_next: torch.randn(x_T.shape, generator=gen, dtype=x_T.dtype)
+        denoiser = KDenoiser(model)
+        x = fn(denoiser, x_T / float(sched.alpha(grid[0])), sigmas, disable=True, **kw)
+        return Run(x, denoiser.counted.calls, 0.0, denoiser.counted.last_t)
+
+
+def make(target: str, params: dict[str, Any]) -> KdiffSolver:
+    fn = getattr(load_sampling(), target)
+    allowed = set(inspect.signature(fn).parameters) - {"model", "x", "sigmas", "extra_args", "callback",
+                                                        "disable", "noise_sampler"}
+    bad = set(params) - allowed
+    if bad:
+        raise UnknownSolverError(f"kdiff:{target} has no parameter {', '.join(sorted(bad))}; "
+                                 f"its parameters: {', '.join(sorted(allowed))}")
+    stochastic = ("ancestral" in target or "sde" in target or target == "sample_lcm"
+                  or float(params.get("s_churn", 0)) > 0)
+    if params.get("eta") == 0:
+        stochastic = False
+    solver = KdiffSolver(target=target, config=dict(params))
+    return set_meta(solver, ORDERS.get(target), stochastic, 2 if target in TWO_CALLS else 1, {"kdiff"})

@@ -1,0 +1,83 @@
+"""External solvers: diffusers schedulers and k-diffusion samplers driven by the harness."""
+
+from __future__ import annotations
+
+import builtins
+import sys
+
+import pytest
+import torch
+
+from analytic import get_problem, make_grid
+from bench.models import analytic_model
+from solvers import make_solver, resolve, sample
+from solvers.registry import UnknownSolverError
+
+pytest.importorskip("diffusers")
+torch.set_num_threads(1)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def _setup(name: str = "gauss-aniso-3d"):
+    problem = get_problem(name, "ddpm-discrete")
+    x = problem.sample_marginal(problem.t_max, 16, torch.Generator().manual_seed(0))
+    return problem, analytic_model(problem), x
+
+
+def test_names_resolve_with_metadata():
+    labels = [s.label for s in resolve("ddim,diffusers:DDIM*,kdiff:sample_euler")]
+    assert labels == ["ddim", "diffusers:DDIMParallelScheduler", "diffusers:DDIMScheduler",
+                      "kdiff:sample_euler"]
+    dpm = make_solver("diffusers:DPMSolverMultistepScheduler[solver_order=3,use_karras_sigmas=true]")
+    assert dpm.order == 3 and not dpm.stochastic and {"external", "diffusers", "ode"} <= dpm.all_tags
+    assert dpm.label == "diffusers:DPMSolverMultistepScheduler[solver_order=3,use_karras_sigmas=True]"
+    assert make_solver("kdiff:sample_euler_ancestral").stochastic
+    with pytest.raises(UnknownSolverError, match="no parameter"):
+        make_solver("diffusers:DDIMScheduler[bogus=1]")
+    with pytest.raises(UnknownSolverError, match="unknown external solver"):
+        make_solver("kdiff:sample_nothing")
+
+
+def test_nfe_is_counted_from_model_calls():
+    problem, model, x = _setup()
+    times = make_grid("logsnr", problem.schedule, 10, problem.t_min, problem.t_max)
+    heun = make_solver("kdiff:sample_heun").run(model, problem, 10, x, 0, times)
+    assert heun.nfe == 2 * 11 - 1  # 11 steps with the final one to sigma = 0, which is Euler
+    dheun = make_solver("diffusers:HeunDiscreteScheduler").run(model, problem, 10, x, 0, times)
+    assert dheun.nfe == 2 * 10 - 1
+
+
+def test_diffusers_ddim_matches_ours_when_n_divides_1000():
+    """DDIM at N = 50 visits timesteps 980, 960, ..., 0, then steps to alpha_bar = 1 (x0)."""
+    problem, model, x = _setup()
+    ddim = make_solver("diffusers:DDIMScheduler[clip_sample=false]")
+    run = ddim.run(model, problem, 50, x, 0, torch.ones(2))
+    times = torch.tensor([(k + 1) / 1000 for k in range(980, -1, -20)], dtype=torch.float64)
+    ours = sample(make_solver("ddim"), model, times, x.clone(), denoise_final=True).x
+    assert run.nfe == 50 and run.t_end == 0.0 and run.t_last == pytest.approx(1e-3)
+    assert _rel(run.x, ours) < 1e-5  # diffusers keeps its alpha_bar table in float32
+
+
+def test_kdiff_euler_matches_ours():
+    problem, model, x = _setup()
+    times = make_grid("logsnr", problem.schedule, 12, problem.t_min, problem.t_max)
+    run = make_solver("kdiff:sample_euler").run(model, problem, 12, x, 0, times)
+    ours = sample(make_solver("ddim"), model, times, x.clone(), denoise_final=True).x
+    assert run.nfe == 13 and _rel(run.x, ours) < 1e-10
+
+
+def test_missing_peer_is_refused_with_the_extra(monkeypatch):
+    real_import = builtins.__import__
+
+    def no_diffusers(name, *args, **kw):
+        if name == "diffusers" or name.startswith("diffusers."):
+            raise ImportError(name)
+        return real_import(name, *args, **kw)
+
+    monkeypatch.delitem(sys.modules, "diffusers", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_diffusers)
+    with pytest.raises(UnknownSolverError, match=r"need diffusers.*pip install .*\[peers\]"):
+        make_solver("diffusers:DDIMScheduler")
