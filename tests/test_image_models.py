@@ -8,6 +8,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -151,3 +152,42 @@ def test_train_records_loss_and_resumes(fashion_dir: Path, tmp_path: Path) -> No
     assert torch.allclose(model.fn.unet.conv_in.weight, second["ema"]["conv_in.weight"])
     with pytest.raises(TrainError, match="holds a run"):
         train(TrainConfig("fashion-mnist", out, data_root=fashion_dir, steps=6, width=16))
+
+
+def test_image_run_cli_rows_and_figure(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    model_dir = save_model_dir(tmp_path / "m")
+    out = tmp_path / "res"
+    args = ["image-run", "--model", str(model_dir), "--solvers", "ddim,heun", "--nfe", "1,3",
+            "--samples", "2", "--reference-steps", "6", "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(out / "results.csv")
+    assert len(rows) == 4 and set(rows["metric"]) == {"path-rms"}
+    ok = rows[rows["status"] == "ok"].set_index(["solver", "nfe"])["value"]
+    assert set(ok.index) == {("ddim", 1), ("ddim", 3), ("heun", 2)}  # heun: no 1-NFE run
+    assert ok[("ddim", 3)] < ok[("ddim", 1)] and (rows["noise_floor"].dropna() > 0).all()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(0 < t["network_share"] <= 1 and t["images_per_s"] > 0 for t in manifest["timing"].values())
+    again = CliRunner().invoke(cli, args)  # every cell is done: nothing is resampled
+    assert again.exit_code == 0 and "path-rms" not in again.output
+    assert CliRunner().invoke(cli, ["plot", str(out)]).exit_code == 0
+    assert (out / "figures" / "error_vs_nfe.png").stat().st_size > 0
+
+
+def test_image_cli_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from bench.cli import main
+
+    for argv in (["image-run", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "r")],
+                 ["train-image", "--dataset", "fashion-mnist", "--data-root", str(tmp_path), "--out",
+                  str(tmp_path / "t")],
+                 ["image-run", "--model", str(tmp_path), "--nfe", "0", "--out", str(tmp_path / "r")]):
+        with pytest.raises(SystemExit) as exc, pytest.MonkeyPatch.context() as mp:
+            mp.setattr("sys.argv", ["bench", *argv])
+            main()
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err

@@ -30,7 +30,7 @@ def resolve_dir(name: str | Path) -> Path:
     path = Path(name)
     if path.is_dir():
         return path
-    if path.exists() or str(name).count("/") != 1:
+    if path.exists() or path.is_absolute() or str(name).startswith(".") or str(name).count("/") != 1:
         raise ModelLoadError(f"model {name} is neither a directory nor an org/name in the Hugging Face cache")
     from huggingface_hub import snapshot_download
 
@@ -96,10 +96,11 @@ def load_model(name: str | Path, device: str = "cpu", dtype: torch.dtype = torch
     root = resolve_dir(name)
     schedule = schedule_from_config(root)
     try:
-        unet = UNet2DModel.from_pretrained(str(_unet_dir(root)), local_files_only=True)
+        unet = UNet2DModel.from_pretrained(str(_unet_dir(root)), local_files_only=True, torch_dtype=dtype,
+                                           low_cpu_mem_usage=False)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot load the UNet in {root}: {str(exc).splitlines()[0]}") from None
-    unet = unet.to(device=device, dtype=dtype).eval()
+    unet = unet.to(device).eval()
     return Model(EpsNetwork(unet, schedule.num_steps), "eps", schedule)
 
 

@@ -1,0 +1,100 @@
+"""`bench train-image` and `bench image-run` (registered in bench/cli.py)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+import torch
+
+from bench.image.data import DataError
+from bench.image.models import ModelLoadError
+from bench.image.run import ImageRunConfig, ImageRunError, run_images
+from bench.image.train import TrainConfig, TrainError, train
+
+IMAGE_ERRORS = (DataError, ModelLoadError, TrainError, ImageRunError)
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise click.BadParameter(f"{option} takes comma-separated integers, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise click.BadParameter(f"{option} takes positive integers, got {text!r}")
+    return values
+
+
+def _device(device: str) -> str:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise click.BadParameter(f"--device {device}: no CUDA device here")
+    return device
+
+
+@click.command("train-image")
+@click.option("--dataset", required=True, help="cifar10, fashion-mnist or folder:PATH")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory (resumable).")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None,
+              help="Fashion-MNIST idx directory or CIFAR-10 torchvision root.")
+@click.option("--download", is_flag=True, help="Let torchvision download CIFAR-10 (needs network).")
+@click.option("--subset", type=click.IntRange(min=1), default=None, help="Train on the first N images.")
+@click.option("--steps", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Total optimizer steps (a rerun continues to this count).")
+@click.option("--batch", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
+@click.option("--width", type=click.IntRange(min=8), default=64, show_default=True,
+              help="Base channels (multiple of 8); UNet widths w, 2w, 2w.")
+@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=0.999, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--log-every", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:k] (bf16 autocast on cuda).")
+def train_image(dataset: str, out: Path, data_root: Path | None, download: bool, subset: int | None,
+                steps: int, batch: int, lr: float, width: int, ema: float, checkpoint_every: int,
+                log_every: int, seed: int, device: str) -> None:
+    """Train an eps-prediction UNet with EMA on the ddpm-discrete schedule (diffusers layout)."""
+    cfg = TrainConfig(dataset, out, data_root, subset, steps, batch, lr, width, ema, checkpoint_every,
+                      log_every, seed, _device(device), download)
+    try:
+        summary = train(cfg, click.echo)
+    except IMAGE_ERRORS as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{out}: {summary['steps']} steps, {summary['parameters']:,} parameters; "
+               f"loss curve in {out / 'loss.png'}; load with --model {out}")
+
+
+@click.command("image-run")
+@click.option("--model", required=True, help="diffusers model directory or cached Hugging Face org/name.")
+@click.option("--solvers", default="ddim,heun,dpmpp-2m,dpmpp-3m", show_default=True,
+              help="Solver specs, names or selectors (bench list solvers).")
+@click.option("--nfe", default="5,10,20,50", show_default=True, help="Comma-separated NFE budgets.")
+@click.option("--samples", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--grid", default="logsnr", show_default=True, help="Time grid (bench list grids).")
+@click.option("--reference-steps", type=click.IntRange(min=2), default=500, show_default=True,
+              help="Steps of the path-rms reference (DPM-Solver++(3M); SDE solvers: themselves).")
+@click.option("--denoise-final", is_flag=True, help="End with x <- E[x0 | x_tmin] (one more NFE).")
+@click.option("--fid-dataset", default=None, help="Also score FID against this dataset (bench.image.fid).")
+@click.option("--fid-extractor", default="inception", show_default=True, help="inception or tiny.")
+@click.option("--fid-reference", type=click.IntRange(min=2), default=2000, show_default=True,
+              help="Training images in the FID reference statistics.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Results directory.")
+def image_run(model: str, solvers: str, nfe: str, samples: int, batch: int, seed: int, grid: str,
+              reference_steps: int, denoise_final: bool, fid_dataset: str | None, fid_extractor: str,
+              fid_reference: int, device: str, out: Path) -> None:
+    """path-rms (and FID) against NFE for every solver on a learned image model."""
+    from analytic import GRIDS
+
+    if grid not in GRIDS:
+        raise click.BadParameter(f"unknown grid {grid!r}; valid: {', '.join(GRIDS)}")
+    cfg = ImageRunConfig(model, [solvers], _ints(nfe, "--nfe"), samples, seed, batch, grid, reference_steps,
+                         denoise_final, _device(device), fid_dataset, fid_extractor, fid_reference)
+    try:
+        frame = run_images(cfg, out, click.echo, shlex.join(["bench", *sys.argv[1:]]))
+    except IMAGE_ERRORS as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{len(frame)} rows in {out / 'results.csv'}; plot with: bench plot {out}")

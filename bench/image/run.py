@@ -1,0 +1,190 @@
+"""`bench image-run`: every solver at every NFE budget on a learned image model, from the same
+initial noise, scored by path-rms against a high-NFE reference (and FID when bench.image.fid exists).
+
+Reference (documented choice): deterministic solvers share one ODE reference, DPM-Solver++(3M) at
+`reference_steps` (default 500) log-SNR steps from the same x_T; a stochastic solver is compared
+with itself at `reference_steps` on the same Brownian path. Each reference's noise floor is
+path-rms(reference, same method at half the steps), an upper bound of its own error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from analytic import make_grid
+from bench.image.data import load_dataset, to_uint8
+from bench.image.models import load_model
+from bench.image.sampling import BatchedSample, initial_noise, sample_batches
+from bench.reference import path_rms
+from bench.results import ResultStore, RunDirError, load_manifest, write_manifest
+from bench.sweep import family
+from solvers import Solver, make_solver, resolve
+from solvers.model import Model
+
+REFERENCE_SOLVER = "dpmpp-3m"
+
+
+class ImageRunError(ValueError):
+    """Bad image-run input (one-line message)."""
+
+
+@dataclass
+class ImageRunConfig:
+    model: str
+    solvers: list[str] = field(default_factory=lambda: ["ddim", "heun", "dpmpp-2m", "dpmpp-3m"])
+    nfe: list[int] = field(default_factory=lambda: [5, 10, 20, 50])
+    samples: int = 64
+    seed: int = 0
+    batch: int = 64
+    grid: str = "logsnr"
+    reference_steps: int = 500
+    denoise_final: bool = False
+    device: str = "cpu"
+    fid_dataset: str | None = None  # FID against this dataset's training images (needs bench.image.fid)
+    fid_extractor: str = "inception"
+    fid_reference: int = 2000
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def steps_for_budget(solver: Solver, budget: int) -> int | None:
+    """The most steps whose NFE fits in `budget` (None when even min_steps does not)."""
+    fits = [s for s in range(solver.min_steps, budget + 1) if solver.nfe(s) <= budget]
+    return max(fits) if fits else None
+
+
+class FIDHook:
+    """FID of generated images against cached training statistics, via bench.image.fid."""
+
+    def __init__(self, cfg: ImageRunConfig):
+        fid = importlib.import_module("bench.image.fid")
+        self.fid = fid
+        self.extractor = fid.make_extractor(cfg.fid_extractor)
+        images = to_uint8(load_dataset(cfg.fid_dataset, subset=cfg.fid_reference))
+        self.stats = fid.reference_stats(images, self.extractor, cfg.fid_dataset, cfg.fid_reference)
+
+    def __call__(self, x: torch.Tensor) -> float:
+        return float(self.fid.fid(to_uint8(x), self.stats, self.extractor))
+
+
+def fid_hook(cfg: ImageRunConfig) -> Callable[[torch.Tensor], float] | None:
+    if cfg.fid_dataset is None:
+        return None
+    if importlib.util.find_spec("bench.image.fid") is None:
+        raise ImageRunError("--fid-dataset needs bench/image/fid.py, which is not installed")
+    return FIDHook(cfg)
+
+
+def _validate(cfg: ImageRunConfig) -> list[Solver]:
+    if cfg.samples < 1 or cfg.batch < 1 or cfg.reference_steps < 2:
+        raise ImageRunError("--samples, --batch need >= 1 and --reference-steps >= 2")
+    if not cfg.nfe or min(cfg.nfe) < 1:
+        raise ImageRunError("--nfe takes positive integers")
+    solvers = resolve(cfg.solvers)
+    adaptive = [s.label for s in solvers if "adaptive" in s.tags]
+    if adaptive:
+        raise ImageRunError(f"adaptive solvers have no fixed NFE budget: {', '.join(adaptive)}")
+    return solvers
+
+
+class _References:
+    """High-NFE references from x_T, computed once per method and kept with their noise floor."""
+
+    def __init__(self, model: Model, cfg: ImageRunConfig, x_T: torch.Tensor, times: Callable):
+        self.model, self.cfg, self.x_T, self.times = model, cfg, x_T, times
+        self.cache: dict[str, tuple[torch.Tensor, float]] = {}
+
+    def get(self, solver: Solver) -> tuple[torch.Tensor, float]:
+        ref = solver if solver.stochastic else make_solver(REFERENCE_SOLVER)
+        if ref.label not in self.cache:
+            n = self.cfg.reference_steps
+            fine, half = (sample_batches(self.model, ref, self.times(k), self.x_T, self.cfg.seed,
+                                         self.cfg.batch, self.cfg.denoise_final).x for k in (n, n // 2))
+            self.cache[ref.label] = (fine, path_rms(half, fine))
+        return self.cache[ref.label]
+
+
+def run_images(cfg: ImageRunConfig, out: Path, echo: Callable[[str], None] = print,
+               command: str = "") -> pd.DataFrame:
+    """Run every (solver, NFE) cell not yet in `out`; write results and manifest; return the rows."""
+    solvers = _validate(cfg)
+    out = Path(out)
+    old = load_manifest(out)
+    if old is not None and old.get("config", {}).get("model") not in (None, cfg.model):
+        raise RunDirError(f"{out} holds results of model {old['config']['model']}; use another --out")
+    model = load_model(cfg.model, cfg.device)
+    schedule = model.schedule
+    fid = fid_hook(cfg)
+
+    def times(steps: int) -> torch.Tensor:
+        return make_grid(cfg.grid, schedule, steps, schedule.t_min, schedule.t_max)
+
+    x_T = initial_noise(model, cfg.samples, cfg.seed)
+    refs = _References(model, cfg, x_T, times)
+    store = ResultStore(out)
+    store.repair()
+    done = store.done()
+    problem = f"image:{Path(str(cfg.model).rstrip('/')).name}"
+    timing = (old or {}).get("timing", {})
+    for solver in solvers:
+        for budget in cfg.nfe:
+            key = f"{solver.label}|{cfg.grid}|nfe={budget}|seed={cfg.seed}|n={cfg.samples}"
+            if key in done:
+                continue
+            base = _base_row(cfg, problem, schedule.name, solver)
+            steps = steps_for_budget(solver, budget)
+            if steps is None:
+                need = solver.nfe(solver.min_steps)
+                store.append(key, [{**base, "metric": "path-rms", "value": math.nan, "steps": 0, "nfe": 0,
+                                    "status": "skipped", "reason": f"needs NFE >= {need}"}])
+                continue
+            res = sample_batches(model, solver, times(steps), x_T, cfg.seed, cfg.batch, cfg.denoise_final)
+            rows = _score(res, base, steps, refs.get(solver), fid)
+            store.append(key, rows)
+            timing[key] = {"images_per_s": res.images_per_second, "network_share": res.network_share,
+                           "wall_s": res.wall_time, "nfe": res.nfe}
+            echo(f"{solver.label:>14} NFE {res.nfe:>4}: path-rms {rows[0]['value']:.4g}  "
+                 f"{res.images_per_second:.2f} img/s, network {100 * res.network_share:.0f}% of wall time")
+    frame = store.finalize()
+    shares = [v["network_share"] for v in timing.values()]
+    n_ref = cfg.reference_steps
+    write_manifest(out, {"kind": "image-run", "command": command, "config": cfg.to_dict(),
+                         "reference": {"ode": f"{REFERENCE_SOLVER} at {n_ref} {cfg.grid} steps",
+                                       "sde": f"same solver at {n_ref} steps, same Brownian path"},
+                         "timing": timing,
+                         "network_share_mean": sum(shares) / len(shares) if shares else None,
+                         "device": cfg.device, "torch": torch.__version__, "finished": time.time()})
+    return frame
+
+
+def _base_row(cfg: ImageRunConfig, problem: str, schedule: str, solver: Solver) -> dict:
+    return {"problem": problem, "schedule": schedule, "model": str(cfg.model), "solver": solver.label,
+            "solver_name": solver.name, "params": str(solver.params), "family": family(solver),
+            "stochastic": solver.stochastic, "theory_order": solver.order, "grid": cfg.grid, "seed": cfg.seed,
+            "n_samples": cfg.samples, "dtype": "float32", "tolerance": math.nan, "noise_floor": math.nan,
+            "metric_time": math.nan, "sample_time": math.nan}
+
+
+def _score(res: BatchedSample, base: dict, steps: int, ref: tuple[torch.Tensor, float],
+           fid: Callable[[torch.Tensor], float] | None) -> list[dict]:
+    row = {**base, "steps": steps, "nfe": res.nfe, "sample_time": res.wall_time, "status": "ok", "reason": ""}
+    if not torch.isfinite(res.x).all():
+        return [{**row, "metric": "path-rms", "value": math.nan, "status": "diverged",
+                 "reason": "non-finite samples"}]
+    start = time.perf_counter()
+    rows = [{**row, "metric": "path-rms", "value": path_rms(res.x, ref[0]), "noise_floor": ref[1],
+             "metric_time": time.perf_counter() - start}]
+    if fid is not None:
+        start = time.perf_counter()
+        rows.append({**row, "metric": "fid", "value": fid(res.x), "metric_time": time.perf_counter() - start})
+    return rows
