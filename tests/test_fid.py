@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,3 +104,24 @@ def test_grey_is_replicated_and_bad_input_is_refused(tiny):
         fid.fid(_images(10, 5, channels=2), ref, tiny)
     with pytest.raises(fid.FIDError, match="unknown feature extractor"):
         fid.make_extractor("vgg")
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="no Fashion-MNIST files")
+def test_cli_stats_computes_then_reuses_and_refuses_bad_input(tmp_path):
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    args = ["fid", "stats", "--dataset", "fashion-mnist", "--n", "64", "--extractor", "tiny",
+            "--cache-dir", str(tmp_path)]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0 and "computed" in first.output and "16-d" in first.output
+    second = CliRunner().invoke(cli, args)
+    assert second.exit_code == 0 and "cached" in second.output
+    bad = subprocess.run([sys.executable, "-m", "bench.cli", *args[:3], "nope", *args[4:]],
+                         capture_output=True, text=True)
+    lines = bad.stderr.strip().splitlines()
+    assert bad.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: unknown dataset 'nope'")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -99,7 +100,9 @@ def convert_inception(cache: Path | None = None) -> Path:
         state = torch.load(target, weights_only=True)
         if {k: v.shape for k, v in state.items()} == shapes:
             return target
-    script = torch.jit.load(str(torchscript_path()), map_location="cpu")
+    with warnings.catch_warnings():  # torch.jit.load is deprecated, but is the format shipped
+        warnings.simplefilter("ignore", FutureWarning)
+        script = torch.jit.load(str(torchscript_path()), map_location="cpu")
     state = convert_state(dict(script.state_dict()), shapes)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
