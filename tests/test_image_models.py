@@ -191,3 +191,11 @@ def test_image_cli_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture) ->
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err
+
+
+def test_ema_decay_warms_up() -> None:
+    from bench.image.train import ema_decay
+
+    assert ema_decay(0.999, 0) == pytest.approx(0.1)
+    assert ema_decay(0.999, 10) == pytest.approx(11 / 20)
+    assert ema_decay(0.999, 10**6) == 0.999

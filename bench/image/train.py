@@ -65,6 +65,12 @@ def make_unet(channels: int, width: int, size: int = 32) -> torch.nn.Module:
                        norm_num_groups=8, attention_head_dim=8)
 
 
+def ema_decay(target: float, step: int) -> float:
+    """EMA decay with warm-up, min(target, (1 + step) / (10 + step)) as in diffusers' EMAModel, so
+    that short runs do not keep the initial weights."""
+    return min(target, (1 + step) / (10 + step))
+
+
 def dsm_loss(unet: torch.nn.Module, schedule: DiscreteDDPM, x0: Tensor, gen: torch.Generator) -> Tensor:
     n = len(x0)
     t = schedule.t_min + (1 - schedule.t_min) * torch.rand(n, generator=gen, dtype=torch.float64)
@@ -155,9 +161,10 @@ def train(cfg: TrainConfig, echo: Callable[[str], None] = print) -> dict:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            decay = ema_decay(cfg.ema, step)
             with torch.no_grad():
                 for p_ema, p in zip(ema.parameters(), unet.parameters(), strict=True):
-                    p_ema.lerp_(p, 1 - cfg.ema)
+                    p_ema.lerp_(p, 1 - decay)
             step += 1
             writer.writerow([step, f"{loss.item():.6g}", f"{time.perf_counter() - start:.3f}"])
             if step % cfg.log_every == 0 or step == cfg.steps:
