@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.peer_report import external_sections
 from bench.plots import Results, load_results, make_figures
 
 NFE_TARGETS = (10, 20, 50)
@@ -247,8 +248,9 @@ def write_report(results_dir: Path, style: str = "paper", solvers: list[str] | N
         "(@n) marks the NFE used when it differs.", "",
         _markdown(errors, "no successful rows"), "",
         "## Failed runs", "", _markdown(failures, "none"), "",
-        "## Figures", "",
     ]
+    lines += external_sections(res.rows, res.orders, _markdown)
+    lines += ["## Figures", ""]
     for fig in figures:
         base = next((s for s in FIGURE_ORDER if fig.stem.startswith(s)), "")
         caption = FIGURE_CAPTIONS.get(base, fig.stem)

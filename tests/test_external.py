@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import sys
 
+import pandas as pd
 import pytest
 import torch
 
@@ -81,3 +82,34 @@ def test_missing_peer_is_refused_with_the_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_diffusers)
     with pytest.raises(UnknownSolverError, match=r"need diffusers.*pip install .*\[peers\]"):
         make_solver("diffusers:DDIMScheduler")
+
+
+def test_report_flags_peer_defects_from_measured_data(tmp_path):
+    """The step mismatch of diffusers' DDIM/PNDM (t - 1000//N: the run starts at (N-1)(1000//N)) shows
+    as an error rising at N not dividing 1000 (PNDM: 80, 160; DDIM: 400 starts at t = 798) and UniPC
+    bh1 with final_sigmas_type "zero" as NaN: all read from the rows, not from a list of bugs."""
+    from bench.peer_report import comparison_table, findings_table
+    from bench.report import write_report
+    from bench.sweep import SweepConfig, run_sweep
+
+    solvers = "ddim,diffusers:DDIMScheduler[clip_sample=false],diffusers:PNDMScheduler," \
+              "diffusers:UniPCMultistepScheduler[solver_type=bh1],kdiff:sample_euler"
+    config = SweepConfig(problems=["gauss-1d"], solvers=[solvers], steps=[50, 80, 100, 160, 200, 250, 400],
+                         schedule="ddpm-discrete", seeds=[0], samples=50)
+    run_sweep(config, tmp_path)
+    rows, orders = pd.read_csv(tmp_path / "results.csv"), pd.read_csv(tmp_path / "orders.csv")
+    found = findings_table(rows, orders).set_index("solver")["finding"]
+    assert "ddim" not in found and "kdiff:sample_euler" not in found
+    ddim = found["diffusers:DDIMScheduler[clip_sample=False]"]
+    assert "rises with NFE at steps 400 " in ddim and "250" not in ddim
+    pndm = found["diffusers:PNDMScheduler"]
+    assert "rises with NFE at steps 80 " in pndm and ", 160 " in pndm and "order below theory" in pndm
+    assert all(f" {n} (" not in pndm for n in (100, 200, 250))
+    assert "NaN/diverged at steps 50, 80" in found["diffusers:UniPCMultistepScheduler[solver_type=bh1]"]
+    pairs = comparison_table(rows)
+    euler = pairs[pairs["peer"] == "kdiff:sample_euler"]
+    assert len(euler) == 7 and (euler["rel_diff"] < 1e-3).all() and (euler["flag"] == "").all()
+    unipc = pairs[pairs["peer"].str.startswith("diffusers:UniPC")]
+    assert unipc.empty  # no unipc-2 in this run
+    report = write_report(tmp_path).read_text()
+    assert "## External solvers: findings" in report and "error rises with NFE" in report
