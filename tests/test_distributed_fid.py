@@ -55,3 +55,24 @@ def test_two_gloo_processes_reproduce_the_single_process_samples(tmp_path: Path)
     assert out[0]["fid"] == pytest.approx(fid.fid(single, ref, extractor), rel=1e-6)  # float32 batches differ
     # a different base seed gives different images: the seeds really are per index
     assert not torch.equal(dfid.noise_generator(SHAPE, base_seed=8)(torch.arange(N)), single)
+
+
+def test_sampler_adapter_shards_concatenate_to_the_full_run(tmp_path: Path):
+    from diffusers import DDPMScheduler
+
+    from bench.image.models import load_model
+    from bench.image.train import make_unet
+    from solvers import make_solver
+
+    torch.manual_seed(0)
+    make_unet(1, 8).save_pretrained(str(tmp_path / "unet"))
+    DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear").save_pretrained(
+        str(tmp_path / "scheduler"))
+    times = torch.linspace(1.0, 1e-3, 3, dtype=torch.float64)
+    gen = dfid.sampler_generate_fn(load_model(tmp_path), make_solver("ddim"), times, seed=3, batch=4)
+    full = gen(torch.arange(5))
+    shards = torch.cat([gen(torch.tensor(list(dfid.shard(5, r, 2)))) for r in range(2)])
+    assert full.shape == (5, 3, 32, 32) and full.dtype == torch.uint8 and full.float().std() > 1
+    assert torch.equal(shards, full)
+    with pytest.raises(fid.FIDError, match="contiguous"):
+        gen(torch.tensor([0, 2]))

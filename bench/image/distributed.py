@@ -17,6 +17,8 @@ from torch import Tensor
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from bench.image import fid as fidlib
+from solvers.base import Solver
+from solvers.model import Model
 
 GenerateFn = Callable[[Tensor], Tensor]  # global indices (int64) -> uint8 images [len, C, H, W]
 
@@ -73,6 +75,26 @@ def _my_indices(n: int) -> Tensor:
     if n < size:
         raise fidlib.FIDError(f"{n} samples cannot be shared among {size} ranks")
     return torch.tensor(list(shard(n, rank, size)), dtype=torch.long)
+
+
+def _sampler_images(indices: Tensor, model: Model, solver: Solver, times: Tensor, seed: int,
+                    batch: int) -> Tensor:
+    from bench.image.sampling import generate
+
+    start = int(indices[0]) if len(indices) else 0
+    if not torch.equal(indices, torch.arange(start, start + len(indices))):
+        raise fidlib.FIDError("the sampler adapter needs contiguous indices")
+    return generate(model, solver, times, len(indices), seed, batch, start=start)
+
+
+def sampler_generate_fn(model: Model, solver: Solver, times: Tensor, seed: int,
+                        batch: int = 64) -> GenerateFn:
+    """generate_fn for bench.image.sampling.generate: x_T depends only on (seed, index).
+
+    Deterministic solvers then give world-size independent images; stochastic ones draw their
+    Brownian path per call, so their images depend on how the indices are split.
+    """
+    return partial(_sampler_images, model=model, solver=solver, times=times, seed=seed, batch=batch)
 
 
 def generate_shard(generate_fn: GenerateFn, n: int, batch_size: int = 100) -> Tensor:
