@@ -79,6 +79,9 @@ def decompose_cmd(problem, model_spec, solvers, steps, seeds, samples, schedule,
     for metric in ("path-rms", "w2"):
         click.echo(f"\n{metric}:\n{table(frame, metric).to_string(index=False, float_format='%.4g')}")
         click.echo(f"score error dominates from NFE: {json.dumps(crossover(frame, metric))}")
+        if metric == "w2":
+            floor = frame.loc[frame["metric"] == "w2", "noise_floor"].mean()
+            click.echo(f"w2 noise floor at --samples {samples}: {floor:.4g} (not resolved below it)")
         click.echo(str(plot_decomposition(frame, out / f"decomposition-{metric}.png", metric)))
 
 

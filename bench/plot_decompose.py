@@ -31,7 +31,9 @@ def plot_decomposition(frame: pd.DataFrame, out: str | Path, metric: str = "path
         ax.axhspan(max(score - ci, 1e-12), score + ci, color=COLORS["score"], alpha=0.25)
         ax.axhline(score, color=COLORS["score"], lw=1.2, label=LABELS["score"])
         for comp in ("discretization", "both"):
-            ax.errorbar(part["nfe"], part[comp], yerr=part[f"{comp}_ci"], marker="o", ms=3, lw=1.2,
+            ci = part[f"{comp}_ci"]
+            lower = ci.where(ci < 0.9 * part[comp], 0.9 * part[comp])  # keep bars on the log axis
+            ax.errorbar(part["nfe"], part[comp], yerr=[lower, ci], marker="o", ms=3, lw=1.2,
                         color=COLORS[comp], label=LABELS[comp], capsize=2)
         if cross.get(solver) == cross.get(solver):  # not nan
             ax.axvline(cross[solver], color="k", ls=":", lw=1)
