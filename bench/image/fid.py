@@ -105,7 +105,7 @@ def convert_inception(cache: Path | None = None) -> Path:
         script = torch.jit.load(str(torchscript_path()), map_location="cpu")
     state = convert_state(dict(script.state_dict()), shapes)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")  # ranks may convert at once
     torch.save(state, tmp)
     tmp.replace(target)
     return target
@@ -238,7 +238,7 @@ def reference_stats(images: Tensor | Iterable[Tensor], extractor: FeatureExtract
         raise FIDError(f"{dataset} has {feats.shape[0]} images, fewer than the {n} asked for")
     stats = statistics(feats)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
     np.savez(tmp, mu=stats["mu"], sigma=stats["sigma"])
     tmp.replace(path)
     return stats
