@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -16,9 +18,12 @@ N = 11  # odd: the two shards differ in size
 SHAPE = (1, 8, 8)
 
 
-def _worker(rank: int, tmp: str) -> None:
+def _worker(rank: int, tmp: str, port: int) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=2)
+    # the variables torchrun sets; init_from_env picks gloo without a GPU
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE="2")
+    assert dfid.init_from_env() and dist.get_backend() == "gloo" and dfid.world() == (rank, 2)
     try:
         gen = dfid.noise_generator(SHAPE, base_seed=7)
         shard = dfid.generate_shard(gen, N, batch_size=4)
@@ -38,10 +43,14 @@ def test_shards_partition_the_indices():
         assert max(map(len, shards)) - min(map(len, shards)) <= 1
     with pytest.raises(fid.FIDError):
         dfid._my_indices(0)
+    assert dfid.world() == (0, 1)
 
 
 def test_two_gloo_processes_reproduce_the_single_process_samples(tmp_path: Path):
-    mp.spawn(_worker, args=(str(tmp_path),), nprocs=2, join=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_worker, args=(str(tmp_path), port), nprocs=2, join=True)
     out = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     gen = dfid.noise_generator(SHAPE, base_seed=7)
     single = gen(torch.arange(N))
