@@ -67,12 +67,18 @@ FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), d
 @list_cmd.command("solvers")
 @FORMAT
 @click.option("--tag", default=None, help="Only solvers with this tag or selector (ode, sde, ...).")
-def list_solvers(fmt: str, tag: str | None) -> None:
+@click.option("--external", is_flag=True, help="diffusers:/kdiff: solvers the installed peers offer.")
+def list_solvers(fmt: str, tag: str | None, external: bool) -> None:
     """Registered solvers with declared order, NFE per step and reference."""
     from solvers import resolve
 
     rows = []
-    for solver in resolve(tag or "all"):
+    from solvers.external import installed_globs
+
+    specs = installed_globs() if external else tag or "all"
+    for solver in resolve(specs):
+        if external and tag and tag not in solver.all_tags:
+            continue
         info = solver.describe()
         if fmt == "table":
             info = {k: info[k] for k in ("name", "order", "stochastic", "nfe_per_step", "tags", "reference")}

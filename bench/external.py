@@ -6,7 +6,9 @@ law of the Tweedie denoise E[x0 | x] of exact samples at its last model call (it
 that denoise; comparing with the data law would add a floor ~sigma_min^2).
 `w2-exact`: a deterministic external sampler is affine in x_T on a Gaussian target, so
 running it on the prior mean and mean + each column of the prior covariance's Cholesky factor
-gives its exact Gaussian output law (stochastic ones: the row is skipped; use a sample metric).
+gives its exact Gaussian output law; the mirrored probes (mean - column) check that it is affine
+(diffusers' DDIM/DDPM default clip_sample=True is not). Stochastic or non-affine ones: the row is
+skipped with the reason; use a sample metric (w2, sw2, ...).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from bench.exact_law import bures_w2
 from solvers.external import ExternalSolver, Run
 from solvers.model import Model
 
+AFFINE_TOL = 1e-4  # relative; the libraries' float32 tables leave ~1e-7
 
 def external_w2(problem: Problem, solver: ExternalSolver, model: Model, times: Tensor, seed: int,
                 prior: tuple[Tensor, Tensor] | None, dtype: torch.dtype) -> float:
@@ -37,12 +40,17 @@ def external_w2(problem: Problem, solver: ExternalSolver, model: Model, times: T
         prior = (law.means[0], law.covs[0])
     mean, cov = prior
     chol = torch.linalg.cholesky(cov.to(torch.float64))
-    probes = torch.cat([mean[None], mean[None] + chol.T]).to(dtype)
+    probes = torch.cat([mean[None], mean[None] + chol.T, mean[None] - chol.T]).to(dtype)
     run = solver.run(model, problem, len(times) - 1, probes, seed, times)
     out = run.x.to(torch.float64).reshape(len(probes), -1)
     if not bool(torch.isfinite(out).all()):
         return math.inf
-    spread = out[1:] - out[0]
+    d = len(mean)
+    spread = out[1:d + 1] - out[0]
+    curvature = float((out[1:d + 1] + out[d + 1:] - 2 * out[0]).abs().max())
+    if curvature > AFFINE_TOL * (float(spread.abs().max()) + 1e-300):  # e.g. clip_sample, thresholding
+        raise metrics.MetricError(f"w2-exact needs a sampler affine in x_T; {solver.label} is not "
+                                  "(clipping or thresholding?); use a sample metric such as w2")
     return bures_w2(out[0], spread.T @ spread, *_reference_law(problem, run))
 
 

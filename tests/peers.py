@@ -1,42 +1,25 @@
 """Load the peer libraries used as oracles in parity tests, without their heavy imports.
 
-k-diffusion's package import pulls torchvision, clip and wandb; its `sampling` module needs only
-`utils.append_dims`, so it is executed from its file inside a stub package.
+k-diffusion's package import pulls torchvision, clip and wandb; solvers/external/kdiffusion.py
+executes its `sampling` module from its file inside a stub package.
 """
 
 from __future__ import annotations
-
-import importlib.util
-import sys
-import types
 
 import pytest
 import torch
 
 
 def kdiffusion_sampling():
-    """k_diffusion.sampling, or skip the test when k-diffusion is not installed."""
-    spec = importlib.util.find_spec("k_diffusion")
-    if spec is None or not spec.submodule_search_locations:
+    """k_diffusion.sampling (loaded by solvers/external/kdiffusion.py), or skip the test when
+    k-diffusion is not installed."""
+    from solvers.external import PeerMissingError
+    from solvers.external.kdiffusion import load_sampling
+
+    try:
+        return load_sampling()
+    except PeerMissingError:
         pytest.skip("k-diffusion not installed (pip install --no-deps k-diffusion torchsde torchdiffeq)")
-    if "_kdiff_stub.sampling" in sys.modules:
-        return sys.modules["_kdiff_stub.sampling"]
-    pkg = types.ModuleType("_kdiff_stub")
-    pkg.__path__ = []  # a package, so relative imports resolve inside it
-    utils = types.ModuleType("_kdiff_stub.utils")
-
-    def append_dims(x, target_dims):
-        return x[(...,) + (None,) * (target_dims - x.ndim)]
-
-    utils.append_dims = append_dims
-    pkg.utils = utils
-    sys.modules["_kdiff_stub"], sys.modules["_kdiff_stub.utils"] = pkg, utils
-    path = spec.submodule_search_locations[0] + "/sampling.py"
-    mod_spec = importlib.util.spec_from_file_location("_kdiff_stub.sampling", path)
-    module = importlib.util.module_from_spec(mod_spec)
-    sys.modules["_kdiff_stub.sampling"] = module
-    mod_spec.loader.exec_module(module)
-    return module
 
 
 def diffusers():

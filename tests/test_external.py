@@ -113,3 +113,39 @@ def test_report_flags_peer_defects_from_measured_data(tmp_path):
     assert unipc.empty  # no unipc-2 in this run
     report = write_report(tmp_path).read_text()
     assert "## External solvers: findings" in report and "error rises with NFE" in report
+
+
+def test_w2_exact_refuses_a_non_affine_sampler():
+    """diffusers' DDIM clips x0 to [-1, 1] by default: its output law is not Gaussian."""
+    from bench.external import external_w2
+    from bench.metrics import MetricError
+
+    problem, model, _ = _setup()
+    times = make_grid("logsnr", problem.schedule, 20, problem.t_min, problem.t_max)
+    assert external_w2(problem, make_solver("kdiff:sample_euler"), model, times, 0, None, torch.float64) > 0
+    with pytest.raises(MetricError, match="affine"):
+        external_w2(problem, make_solver("diffusers:DDIMScheduler"), model, times, 0, None, torch.float64)
+
+
+def test_cli_lists_external_solvers():
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    out = CliRunner().invoke(cli, ["list", "solvers", "--external"])
+    assert out.exit_code == 0
+    assert "diffusers:DDIMScheduler" in out.output and "kdiff:sample_dpmpp_2m" in out.output
+    assert "diffusers:RePaintScheduler" not in out.output and " ddim " not in out.output
+
+
+@pytest.mark.parametrize("spec, message", [("kdiff:sample_nothing", "unknown external solver"),
+                                           ("diffusers:DDIMScheduler[beta_end=0.012]", "no parameter")])
+def test_cli_refuses_bad_external_names_with_one_line(spec, message, monkeypatch, capsys, tmp_path):
+    from bench.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["bench", "run", "--solvers", spec, "--problem", "gauss-1d",
+                                      "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1

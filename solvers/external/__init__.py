@@ -33,6 +33,20 @@ def available(prefix: str) -> list[str]:
     return _module(prefix).available()
 
 
+def installed_globs() -> str:
+    """'diffusers:*,kdiff:*' restricted to the installed peers (PeerMissingError when none is)."""
+    globs, error = [], None
+    for prefix in PREFIXES:
+        try:
+            available(prefix)
+            globs.append(prefix + "*")
+        except PeerMissingError as exc:
+            error = exc
+    if not globs:
+        raise error
+    return ",".join(globs)
+
+
 def make_external(spec: str) -> ExternalSolver:
     """Build one external solver from 'diffusers:Class[k=v]' or 'kdiff:sample_fn[k=v]'."""
     name, params = parse_spec(spec)
@@ -57,5 +71,5 @@ def resolve_external(spec: str) -> list[ExternalSolver]:
     return [make_external(spec)]
 
 
-__all__ = ["PREFIXES", "ExternalSolver", "PeerMissingError", "Run", "available", "is_external",
-           "make_external", "resolve_external"]
+__all__ = ["PREFIXES", "ExternalSolver", "PeerMissingError", "Run", "available", "installed_globs",
+           "is_external", "make_external", "resolve_external"]

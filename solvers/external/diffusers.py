@@ -22,6 +22,7 @@ from solvers.model import Model
 from solvers.registry import UnknownSolverError
 
 KNOTS = 1000
+FIXED = ("self", "kwargs", "trained_betas", "beta_start", "beta_end", "beta_schedule", "num_train_timesteps")
 # not unconditional eps samplers on a beta schedule: inversion, inpainting, v-prediction video, angle schedule
 EXCLUDED = {"DDIMInverseScheduler", "DPMSolverMultistepInverseScheduler", "RePaintScheduler",
             "CogVideoXDDIMScheduler", "CogVideoXDPMScheduler", "IPNDMScheduler"}
@@ -95,7 +96,7 @@ class DiffusersSolver(ExternalSolver):
 
 def make(target: str, params: dict[str, Any]) -> DiffusersSolver:
     cls = getattr(_lib(), target)
-    allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "trained_betas", "kwargs"}
+    allowed = set(inspect.signature(cls.__init__).parameters) - set(FIXED)
     bad = set(params) - allowed
     if bad:
         raise UnknownSolverError(f"diffusers:{target} has no parameter {', '.join(sorted(bad))}; "
@@ -107,4 +108,5 @@ def make(target: str, params: dict[str, Any]) -> DiffusersSolver:
     order = ORDERS.get(target, order)
     stochastic = target in STOCHASTIC or "sde" in str(params.get("algorithm_type", ""))
     stochastic = stochastic or target == "SASolverScheduler"  # its default tau_func injects noise
+    object.__setattr__(solver, "reference", f"diffusers {_lib().__version__}")
     return set_meta(solver, order, stochastic, 2 if target in TWO_CALLS else 1, {"diffusers"})

@@ -9,6 +9,7 @@ Its package import pulls torchvision, clip and wandb; `sampling.py` needs only
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import inspect
 import sys
@@ -113,4 +114,5 @@ def make(target: str, params: dict[str, Any]) -> KdiffSolver:
     if params.get("eta") == 0:
         stochastic = False
     solver = KdiffSolver(target=target, config=dict(params))
+    object.__setattr__(solver, "reference", f"k-diffusion {importlib.metadata.version('k-diffusion')}")
     return set_meta(solver, ORDERS.get(target), stochastic, 2 if target in TWO_CALLS else 1, {"kdiff"})
