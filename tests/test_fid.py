@@ -125,3 +125,24 @@ def test_cli_stats_computes_then_reuses_and_refuses_bad_input(tmp_path):
                          capture_output=True, text=True)
     lines = bad.stderr.strip().splitlines()
     assert bad.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: unknown dataset 'nope'")
+
+
+def test_matches_torch_fidelity_calculate_metrics_end_to_end(tiny):
+    import torch_fidelity
+
+    class Images(torch.utils.data.Dataset):
+        def __init__(self, x: torch.Tensor) -> None:
+            self.x = x
+
+        def __len__(self) -> int:
+            return len(self.x)
+
+        def __getitem__(self, i: int) -> torch.Tensor:
+            return self.x[i]
+
+    a, b = _images(120, 6), _images(100, 7, shift=30)
+    theirs = torch_fidelity.calculate_metrics(
+        input1=Images(a), input2=Images(b), fid=True, feature_extractor=fid.TINY, cuda=False,
+        save_cpu_ram=True, cache=False, verbose=False, batch_size=32)["frechet_inception_distance"]
+    ours = fid.fid(a, fid.statistics(fid.features(b, tiny)), tiny)
+    assert theirs > 1e-3 and ours == pytest.approx(theirs, rel=1e-4)  # theirs: float32 features
