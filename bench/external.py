@@ -23,6 +23,7 @@ from torch import Tensor
 from analytic.problems import Problem
 from bench import metrics
 from bench.exact_law import bures_w2
+from bench.sweep import metric_rows
 from solvers.external import ExternalSolver, Run
 from solvers.model import Model
 
@@ -78,27 +79,19 @@ def external_rows(problem: Problem, solver: ExternalSolver, model: Model, times:
     wall = time.perf_counter() - start
     if not bool(torch.isfinite(run.x).all()):
         return rows("diverged", "non-finite samples", steps, run.nfe)
-    out = []
-    for name in metric_names:
-        row = {**row0, "metric": name, "steps": steps, "nfe": run.nfe, "sample_time": wall, "status": "ok"}
-        start = time.perf_counter()
-        try:
-            if name == "w2-exact":
-                row["value"] = external_w2(problem, solver, model, times, noise_seed, prior, x_T.dtype)
-            elif name == "path-rms":
-                raise metrics.MetricError("path-rms is not available for external solvers")
+
+    def evaluate(name: str, row: dict) -> None:
+        if name == "w2-exact":
+            row["value"] = external_w2(problem, solver, model, times, noise_seed, prior, x_T.dtype)
+        elif name == "path-rms":
+            raise metrics.MetricError("path-rms is not available for external solvers")
+        else:
+            if run.t_end == 0.0:  # Tweedie denoise of exact samples at the last call
+                exact = metrics.exact_samples(problem, len(x_T), seed, dtype=torch.float64, t=run.t_last)
+                exact = problem.denoise(exact, run.t_last)
             else:
-                if run.t_end == 0.0:  # Tweedie denoise of exact samples at the last call
-                    exact = metrics.exact_samples(problem, len(x_T), seed, dtype=torch.float64, t=run.t_last)
-                    exact = problem.denoise(exact, run.t_last)
-                else:
-                    exact = metrics.exact_samples(problem, len(x_T), seed, dtype=torch.float64, t=run.t_end)
-                row["value"] = metrics.sample_metric(name, run.x.cpu().double(), exact, seed)
-                row["noise_floor"] = metrics.noise_floor(name, problem, len(x_T), seed)
-        except metrics.MetricError as exc:
-            row.update(status="skipped", reason=str(exc))
-        if row["status"] == "ok" and not math.isfinite(row["value"]):
-            row.update(status="diverged", reason="non-finite metric value", value=math.nan)
-        row["metric_time"] = time.perf_counter() - start
-        out.append(row)
-    return out
+                exact = metrics.exact_samples(problem, len(x_T), seed, dtype=torch.float64, t=run.t_end)
+            row["value"] = metrics.sample_metric(name, run.x.cpu().double(), exact, seed)
+            row["noise_floor"] = metrics.noise_floor(name, problem, len(x_T), seed)
+
+    return metric_rows(metric_names, {**row0, "steps": steps, "nfe": run.nfe, "sample_time": wall}, evaluate)

@@ -242,26 +242,35 @@ def run_cell(config: SweepConfig, cell: Cell) -> list[dict]:
         steps = nfe  # adaptive solvers are placed by counted NFE
     if not result.finite:
         return rows("diverged", "non-finite samples", steps, nfe)
+    def evaluate(name: str, row: dict) -> None:
+        if name == "w2-exact":
+            row["value"] = metrics.w2_exact(problem, solver, model, times, config.denoise_final,
+                                            prior=_prior_law(problem, config))
+        elif name == "path-rms":
+            ref = reference(problem, model, x_T, cell.seed, solver, noise_seed=noise_seed,
+                            steps=SDE_REFERENCE_STEPS if solver.stochastic else None,
+                            denoise_final=config.denoise_final)
+            row["value"] = path_rms(result.x, ref.x)
+            row["noise_floor"] = ref.error
+        else:
+            exact = metrics.exact_samples(problem, config.samples, cell.seed, dtype=torch.float64,
+                                          t=None if not config.denoise_final else 0.0)
+            row["value"] = metrics.sample_metric(name, result.x.cpu().double(), exact, cell.seed)
+            row["noise_floor"] = metrics.noise_floor(name, problem, config.samples, cell.seed)
+
+    base = {**row0, "steps": steps, "nfe": nfe, "sample_time": result.wall_time}
+    return metric_rows(metric_names, base, evaluate)
+
+
+def metric_rows(metric_names: list[str], base: dict, evaluate: Callable[[str, dict], None]) -> list[dict]:
+    """One row per metric: `evaluate(name, row)` fills value (and noise_floor); a MetricError marks the
+    row skipped, a non-finite value diverged; metric_time is the evaluation's wall time."""
     out = []
     for name in metric_names:
-        row = {**row0, "metric": name, "steps": steps, "nfe": nfe, "sample_time": result.wall_time,
-               "status": "ok"}
+        row = {**base, "metric": name, "status": "ok"}
         start = time.perf_counter()
         try:
-            if name == "w2-exact":
-                row["value"] = metrics.w2_exact(problem, solver, model, times, config.denoise_final,
-                                                prior=_prior_law(problem, config))
-            elif name == "path-rms":
-                ref = reference(problem, model, x_T, cell.seed, solver, noise_seed=noise_seed,
-                                steps=SDE_REFERENCE_STEPS if solver.stochastic else None,
-                                denoise_final=config.denoise_final)
-                row["value"] = path_rms(result.x, ref.x)
-                row["noise_floor"] = ref.error
-            else:
-                exact = metrics.exact_samples(problem, config.samples, cell.seed, dtype=torch.float64,
-                                              t=None if not config.denoise_final else 0.0)
-                row["value"] = metrics.sample_metric(name, result.x.cpu().double(), exact, cell.seed)
-                row["noise_floor"] = metrics.noise_floor(name, problem, config.samples, cell.seed)
+            evaluate(name, row)
         except metrics.MetricError as exc:
             row.update(status="skipped", reason=str(exc))
         if row["status"] == "ok" and not math.isfinite(row["value"]):
