@@ -27,6 +27,10 @@ def _ints(text: str, option: str) -> list[int]:
     return values
 
 
+def _opt_str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
 def _device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise click.BadParameter(f"--device {device}: no CUDA device here")
@@ -77,22 +81,35 @@ def train_image(dataset: str, out: Path, data_root: Path | None, download: bool,
 @click.option("--reference-steps", type=click.IntRange(min=2), default=500, show_default=True,
               help="Steps of the path-rms reference (DPM-Solver++(3M); SDE solvers: themselves).")
 @click.option("--denoise-final", is_flag=True, help="End with x <- E[x0 | x_tmin] (one more NFE).")
-@click.option("--fid-dataset", default=None, help="Also score FID against this dataset (bench.image.fid).")
-@click.option("--fid-extractor", default="inception", show_default=True, help="inception or tiny.")
+@click.option("--fid-dataset", default=None,
+              help="Also score FID of each cell's samples against this dataset's training images "
+                   "(fashion-mnist, cifar10 or folder:PATH).")
+@click.option("--fid-extractor", type=click.Choice(["inception", "tiny"]), default="inception",
+              show_default=True,
+              help="FID features: the converted Inception (bench fid convert-inception), or a fixed random "
+                   "16-d net for quick CPU studies and tests (not comparable with published FIDs).")
 @click.option("--fid-reference", type=click.IntRange(min=2), default=2000, show_default=True,
               help="Training images in the FID reference statistics.")
+@click.option("--fid-data-root", type=click.Path(path_type=Path), default=None,
+              help="Directory of the FID dataset (Fashion-MNIST idx files or CIFAR-10 root) "
+                   "[default: /usr/share/datasets/fashion-mnist, data/cifar10].")
+@click.option("--fid-cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Cache of Inception weights and reference statistics "
+                   "[default: $XDG_CACHE_HOME or ~/.cache, /diffusion-solver-bench].")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Results directory.")
 def image_run(model: str, solvers: str, nfe: str, samples: int, batch: int, seed: int, grid: str,
               reference_steps: int, denoise_final: bool, fid_dataset: str | None, fid_extractor: str,
-              fid_reference: int, device: str, out: Path) -> None:
+              fid_reference: int, fid_data_root: Path | None, fid_cache_dir: Path | None, device: str,
+              out: Path) -> None:
     """path-rms (and FID) against NFE for every solver on a learned image model."""
     from analytic import GRIDS
 
     if grid not in GRIDS:
         raise click.BadParameter(f"unknown grid {grid!r}; valid: {', '.join(GRIDS)}")
     cfg = ImageRunConfig(model, [solvers], _ints(nfe, "--nfe"), samples, seed, batch, grid, reference_steps,
-                         denoise_final, _device(device), fid_dataset, fid_extractor, fid_reference)
+                         denoise_final, _device(device), fid_dataset, fid_extractor, fid_reference,
+                         _opt_str(fid_data_root), _opt_str(fid_cache_dir))
     try:
         frame = run_images(cfg, out, click.echo, shlex.join(["bench", *sys.argv[1:]]))
     except IMAGE_ERRORS as exc:

@@ -13,7 +13,7 @@ import importlib
 import importlib.util
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,6 +52,8 @@ class ImageRunConfig:
     fid_dataset: str | None = None  # FID against this dataset's training images (needs bench.image.fid)
     fid_extractor: str = "inception"
     fid_reference: int = 2000
+    fid_data_root: str | None = None  # the dataset's files (default: load_dataset's)
+    fid_cache_dir: str | None = None  # Inception weights and reference statistics (default: fid.cache_dir())
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,15 +65,27 @@ def steps_for_budget(solver: Solver, budget: int) -> int | None:
     return max(fits) if fits else None
 
 
+FID_SETTINGS = ("fid_dataset", "fid_extractor", "fid_reference")
+
+
 class FIDHook:
     """FID of generated images against cached training statistics, via bench.image.fid."""
 
     def __init__(self, cfg: ImageRunConfig):
         fid = importlib.import_module("bench.image.fid")
         self.fid = fid
-        self.extractor = fid.make_extractor(cfg.fid_extractor)
-        images = to_uint8(load_dataset(cfg.fid_dataset, subset=cfg.fid_reference))
-        self.stats = fid.reference_stats(images, self.extractor, cfg.fid_dataset, cfg.fid_reference)
+        cache = Path(cfg.fid_cache_dir) if cfg.fid_cache_dir else None
+        root = Path(cfg.fid_data_root) if cfg.fid_data_root else None
+        try:
+            self.extractor = fid.make_extractor(cfg.fid_extractor, cache)
+
+            def images() -> Iterator[torch.Tensor]:  # read only when the statistics are not cached
+                yield to_uint8(load_dataset(cfg.fid_dataset, root, subset=cfg.fid_reference))
+
+            self.stats = fid.reference_stats(images(), self.extractor, cfg.fid_dataset, cfg.fid_reference,
+                                             cache)
+        except fid.FIDError as exc:
+            raise ImageRunError(str(exc)) from None
 
     def __call__(self, x: torch.Tensor) -> float:
         return float(self.fid.fid(to_uint8(x), self.stats, self.extractor))
@@ -122,6 +136,10 @@ def run_images(cfg: ImageRunConfig, out: Path, echo: Callable[[str], None] = pri
     old = load_manifest(out)
     if old is not None and old.get("config", {}).get("model") not in (None, cfg.model):
         raise RunDirError(f"{out} holds results of model {old['config']['model']}; use another --out")
+    old_fid = (old or {}).get("fid")  # the settings of the fid rows already there
+    new_fid = {k: getattr(cfg, k) for k in FID_SETTINGS} if cfg.fid_dataset is not None else None
+    if new_fid is not None and old_fid not in (None, new_fid):
+        raise RunDirError(f"{out} holds fid rows of {old_fid}; use another --out for other FID settings")
     model = load_model(cfg.model, cfg.device)
     schedule = model.schedule
     fid = fid_hook(cfg)
@@ -139,7 +157,7 @@ def run_images(cfg: ImageRunConfig, out: Path, echo: Callable[[str], None] = pri
     for solver in solvers:
         for budget in cfg.nfe:
             key = f"{solver.label}|{cfg.grid}|nfe={budget}|seed={cfg.seed}|n={cfg.samples}"
-            if key in done:
+            if key in done and (fid is None or not _lacks_fid(done[key])):
                 continue
             base = _base_row(cfg, problem, schedule.name, solver)
             steps = steps_for_budget(solver, budget)
@@ -161,10 +179,15 @@ def run_images(cfg: ImageRunConfig, out: Path, echo: Callable[[str], None] = pri
     write_manifest(out, {"kind": "image-run", "command": command, "config": cfg.to_dict(),
                          "reference": {"ode": f"{REFERENCE_SOLVER} at {n_ref} {cfg.grid} steps",
                                        "sde": f"same solver at {n_ref} steps, same Brownian path"},
-                         "timing": timing,
+                         "timing": timing, "fid": new_fid or old_fid,
                          "network_share_mean": sum(shares) / len(shares) if shares else None,
                          "device": cfg.device, "torch": torch.__version__, "finished": time.time()})
     return frame
+
+
+def _lacks_fid(rows: list[dict]) -> bool:
+    """A finished cell sampled without FID (an earlier run without --fid-dataset): sample it again."""
+    return rows[0].get("status") == "ok" and not any(r.get("metric") == "fid" for r in rows)
 
 
 def _base_row(cfg: ImageRunConfig, problem: str, schedule: str, solver: Solver) -> dict:
