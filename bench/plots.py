@@ -49,7 +49,20 @@ METRIC_LABELS = {
 }
 NFE_LABEL = "NFE [model evaluations]"
 TIME_LABEL = "sampling wall time [s]"
-FLOOR_LABEL = "noise floor (2 exact samples; path-rms: ODE reference error)"
+# what the noise_floor column holds, per metric (bench/metrics.py, bench/reference.py, bench/image/run.py)
+FLOOR_SOURCES = {
+    "path-rms": "reference vs. half its steps",  # the reference's self-check, sweep and image-run alike
+    **{m: "two exact samples" for m in ("w2", "sw2", "sinkhorn", "mmd")},
+}
+
+
+def floor_label(metrics: Iterable[str]) -> str:
+    """Legend text of the noise-floor band for the metrics whose floors a figure shades."""
+    groups: dict[str, list[str]] = {}
+    for metric in dict.fromkeys(metrics):
+        groups.setdefault(FLOOR_SOURCES.get(metric, ""), []).append(metric)
+    parts = [", ".join(ms) + (f": {src}" if src else "") for src, ms in groups.items()]
+    return f"noise floor ({'; '.join(parts)})"
 
 
 class ResultsError(ValueError):
@@ -204,8 +217,9 @@ def _panel_title(key: dict, varying: set[str]) -> str:
     parts = [key["problem"]]
     if "schedule" in varying and key.get("schedule"):
         parts.append(key["schedule"])
-    if key.get("model", "exact") != "exact":
-        parts.append(f"model {key['model']}")
+    model = str(key.get("model", "exact"))
+    if model != "exact" and key["problem"] != f"image:{Path(model.rstrip('/')).name}":  # image-run names it
+        parts.append(f"model {model}")
     if "grid" in varying and key.get("grid"):
         parts.append(f"{key['grid']} grid")
     if key.get("metric"):
@@ -304,15 +318,22 @@ def _minor_tick(value: float, pos: object = None) -> str:
     return _tick(value) if lead in (2, 5) else ""
 
 
+def _every_minor_tick(value: float, pos: object = None) -> str:
+    return _tick(value) if value > 0 else ""
+
+
 def _format_log_axes(ax: Axes) -> None:
     """Plain numbers (10, 0.01) for decades, powers of ten outside 1e-2..1e3; minor ticks are
-    labelled (2, 5 times a decade) only when the axis spans less than 1.3 decades."""
+    labelled (2, 5 times a decade) when the axis spans less than 1.3 decades or shows at most one
+    power of ten, and all of them below half a decade."""
     for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
         if axis.get_scale() != "log" or lo <= 0 or hi <= lo:
             continue
+        span = math.log10(hi / lo)
+        decades = math.floor(math.log10(hi) + 1e-9) - math.ceil(math.log10(lo) - 1e-9) + 1
+        minor = _every_minor_tick if span < 0.5 else _minor_tick if span < 1.3 or decades <= 1 else None
         axis.set_major_formatter(FuncFormatter(_tick))
-        axis.set_minor_formatter(FuncFormatter(_minor_tick if math.log10(hi / lo) < 1.3
-                                               else lambda v, p: ""))
+        axis.set_minor_formatter(FuncFormatter(minor or (lambda v, p: "")))
 
 
 # ----------------------------------------------------------------------------- panels
@@ -356,6 +377,7 @@ def _xy_figures(res: Results, rows: pd.DataFrame, name: str, x: str, xlabel: str
     for suffix, panels in _split_for_size(_panels(rows, keys), size):
         extra_handles: dict[str, object] = {}
         solvers_seen: list[str] = []
+        floored: list[str] = []  # metrics whose noise floor is shaded
         fig, axes = _layout(len(panels), size, len(rows["solver"].unique()) + 2)
         for ax, (key, grp) in zip(axes, panels, strict=True):
             agg = aggregate(grp, x)
@@ -373,7 +395,8 @@ def _xy_figures(res: Results, rows: pd.DataFrame, name: str, x: str, xlabel: str
             finite_floors = floors[np.isfinite(floors) & (floors > 0)]
             ax.set_ylim(*_log_limits(np.concatenate([lims, finite_floors])))
             if _noise_floor(ax, floors, ax.get_ylim()[0]):
-                extra_handles["noise floor"] = Patch(color="0.45", alpha=0.35, label=FLOOR_LABEL)
+                floored.append(key.get("metric", ""))
+                extra_handles["noise floor"] = Patch(color="0.45", alpha=0.35, label=floor_label(floored))
             if slopes:
                 _reference_slopes(ax, agg, size)
                 extra_handles["slopes"] = Line2D([], [], color="0.45", ls=(0, (3, 2)), lw=0.6 * size.line,
@@ -438,6 +461,7 @@ def score_vs_discretization(res: Results, size: Size) -> list[Path]:
     fig, axes = _layout(len(panels), size, len(pairs["solver"].unique()) + 3)
     varying = {k for k in ("schedule", "grid") if pairs.groupby("problem")[k].nunique().max() > 1}
     ref_handles: dict[str, Line2D] = {}
+    floored: list[str] = []
     for ax, (key, grp) in zip(axes, panels, strict=True):
         sel = {k: key[k] for k in ("problem", "schedule", "grid", "metric")}
         mask = np.logical_and.reduce([exact[k] == v for k, v in sel.items()])
@@ -455,7 +479,8 @@ def score_vs_discretization(res: Results, size: Size) -> list[Path]:
         ax.set_ylim(*_log_limits(np.concatenate([agg_exact["lo"], agg_exact["hi"], agg_learned["lo"],
                                                  agg_learned["hi"], [ref], floors])))
         if _noise_floor(ax, floors, ax.get_ylim()[0]):
-            ref_handles["noise floor"] = Patch(color="0.45", alpha=0.35, label=FLOOR_LABEL)
+            floored.append(key["metric"])
+            ref_handles["noise floor"] = Patch(color="0.45", alpha=0.35, label=floor_label(floored))
         ax.set_title(_panel_title({**key, "model": "exact"}, varying) + f" ({key['model']})")
         ax.set_xlabel(NFE_LABEL)
         ax.set_ylabel(METRIC_LABELS.get(key["metric"], f"{key['metric']} [-]"))

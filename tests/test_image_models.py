@@ -199,3 +199,82 @@ def test_ema_decay_warms_up() -> None:
     assert ema_decay(0.999, 0) == pytest.approx(0.1)
     assert ema_decay(0.999, 10) == pytest.approx(11 / 20)
     assert ema_decay(0.999, 10**6) == 0.999
+
+
+def _check_image_results(out: Path, solvers: set[str], nfe: set[int]) -> pd.DataFrame:
+    """fid and path-rms rows per (solver, NFE budget) in the standard results format."""
+    from bench.plots import RESULT_COLUMNS, load_results
+
+    rows = pd.read_csv(out / "results.csv")
+    assert list(rows.columns) == list(RESULT_COLUMNS)
+    assert load_results(out).rows.shape[0] == len(rows)  # bench plot's schema check
+    ok = rows[rows["status"] == "ok"]
+    for metric in ("fid", "path-rms"):
+        cells = ok[ok["metric"] == metric]
+        assert set(cells["solver"]) == solvers and not cells.duplicated(["solver", "nfe"]).any()
+        assert (cells["nfe"] <= max(nfe)).all() and len(cells) >= len(solvers) * (len(nfe) - 1)
+        assert np.isfinite(cells["value"]).all() and (cells["value"] > 0).all()
+        assert (cells["metric_time"] >= 0).all() and (cells["sample_time"] > 0).all()
+    fid, rms = (ok[ok["metric"] == m].set_index(["solver", "nfe"]) for m in ("fid", "path-rms"))
+    assert set(fid.index) == set(rms.index)
+    assert (fid["n_samples"] == rms["n_samples"]).all() and (rms["noise_floor"] > 0).all()
+    return rows
+
+
+def _check_image_figures(out: Path) -> None:
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    plotted = CliRunner().invoke(cli, ["plot", str(out)])
+    assert plotted.exit_code == 0, plotted.output
+    for name in ("fid_vs_nfe", "error_vs_nfe"):  # FID and path-rms (the only metric of error_vs_nfe)
+        for ext in ("png", "pdf"):
+            assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000, name
+            assert str(out / "figures" / f"{name}.{ext}") in plotted.output
+
+
+def test_image_run_cli_fid_rows_resume_and_figures(tmp_path: Path, fashion_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    model_dir = save_model_dir(tmp_path / "m")
+    out, cache = tmp_path / "res", tmp_path / "cache"
+    args = ["image-run", "--model", str(model_dir), "--solvers", "ddim,euler-ancestral", "--nfe", "2,4",
+            "--samples", "6", "--batch", "4", "--reference-steps", "8", "--fid-dataset", "fashion-mnist",
+            "--fid-extractor", "tiny", "--fid-reference", "16", "--fid-data-root", str(fashion_dir),
+            "--fid-cache-dir", str(cache), "--out", str(out)]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    rows = _check_image_results(out, {"ddim", "euler-ancestral"}, {2, 4})
+    assert len(rows) == 8 and list((cache / "fid-stats").glob("fashion-mnist-dsb-tiny-n16.npz"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["fid"] == {"fid_dataset": "fashion-mnist", "fid_extractor": "tiny", "fid_reference": 16}
+    cells = (out / "cells.jsonl").read_text()
+    again = CliRunner().invoke(cli, args)  # every cell is done: nothing is sampled or scored again
+    assert again.exit_code == 0 and "path-rms" not in again.output
+    assert (out / "cells.jsonl").read_text() == cells
+    assert pd.read_csv(out / "results.csv").equals(rows)
+    _check_image_figures(out)
+    other = CliRunner().invoke(cli, [*args[:-2], "--fid-reference", "8", "--out", str(out)])
+    assert other.exit_code != 0 and "other FID settings" in str(other.exception)
+
+
+def test_image_run_adds_fid_to_cells_sampled_without_it(tmp_path: Path, fashion_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    out = tmp_path / "res"
+    base = ["image-run", "--model", str(save_model_dir(tmp_path / "m")), "--solvers", "ddim", "--nfe", "2",
+            "--samples", "4", "--reference-steps", "4", "--out", str(out)]
+    assert CliRunner().invoke(cli, base).exit_code == 0
+    rms = pd.read_csv(out / "results.csv")["value"]
+    fid_args = ["--fid-dataset", "fashion-mnist", "--fid-extractor", "tiny", "--fid-reference", "16",
+                "--fid-data-root", str(fashion_dir), "--fid-cache-dir", str(tmp_path / "cache")]
+    result = CliRunner().invoke(cli, base + fid_args)
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(out / "results.csv")
+    assert sorted(rows["metric"]) == ["fid", "path-rms"]
+    assert rows.loc[rows["metric"] == "path-rms", "value"].tolist() == rms.tolist()  # same samples

@@ -189,3 +189,13 @@ def test_malformed_directory_raises_one_line(tmp_path: Path, damage: str):
     msg = _one_line(exc)
     assert isinstance(exc.value, ValueError)
     assert str(d.name) in msg or "absent" in msg
+
+
+def test_floor_label_names_what_each_metric_floor_is():
+    from bench.plots import floor_label
+
+    # image-run: path-rms only, whose floor is the reference's self-check (no exact samples exist)
+    assert floor_label(["path-rms"]) == "noise floor (path-rms: reference vs. half its steps)"
+    assert floor_label(["sw2", "w2", "path-rms", "w2"]) == (
+        "noise floor (sw2, w2: two exact samples; path-rms: reference vs. half its steps)")
+    assert floor_label(["fid"]) == "noise floor (fid)"
