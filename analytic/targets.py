@@ -11,10 +11,31 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
 _CACHE_ELEMENTS = 1 << 17  # per-block intermediates: ~1 MiB in float32
+_LOG2E = 1.0 / math.log(2.0)
+
+
+def _transposed(m: Tensor) -> Tensor:
+    """m.T, contiguous. On CPU numpy copies it: torch's strided copy of a narrow (n, d) matrix is
+    several times slower (65536 x 2 float32: 230 us against 35 us, measured)."""
+    if m.device.type == "cpu" and m.dtype in (torch.float32, torch.float64) and not m.requires_grad:
+        return torch.from_numpy(np.ascontiguousarray(m.numpy().T))
+    return m.T.contiguous()
+
+
+def _row_dot(a: Tensor, b: Tensor) -> Tensor:
+    """sum over dim 1 of a * b for (K, d, n) tensors; for small d as d - 1 fused multiply-adds of
+    contiguous (K, n) slabs, which is twice as fast as a reduction over the middle dimension."""
+    if a.shape[1] > 4:
+        return (a * b).sum(1)
+    out = a[:, 0] * b[:, 0]
+    for i in range(1, a.shape[1]):
+        out.addcmul_(a[:, i], b[:, i])
+    return out
 
 
 class GaussianMixture:
@@ -93,30 +114,35 @@ class GaussianMixture:
         stacked = self._params(x)[3]
         return (weights.unsqueeze(-1) * coords).reshape(len(x), -1) @ stacked.T
 
-    def _precisions(self, x: Tensor, alpha: float, sigma: float) -> tuple[Tensor, Tensor]:
-        """C_k^-1 = U_k diag(1 / (alpha^2 l_k + sigma^2)) U_k^T (K, d, d) and the constants
-        log w_k - log det(C_k) / 2 - d log(2 pi) / 2 (K, 1), built in float64 and cast to x."""
+    def _log2_terms(self, x: Tensor, alpha: float, sigma: float) -> tuple[Tensor, Tensor]:
+        """(log2 e / 2) C_k^-1 (K, d, d), C_k^-1 = U_k diag(1 / (alpha^2 l_k + sigma^2)) U_k^T, and
+        log2(w_k) - log2 det(2 pi C_k) / 2 (K, 1): with them z_k = log2(w_k N(x; alpha mu_k, C_k)).
+        Built in float64 and cast to x."""
         var = alpha * alpha * self.evals + sigma * sigma
-        prec = torch.einsum("kij,kj,klj->kil", self.evecs, 1.0 / var, self.evecs)
+        prec = (self.evecs / var[:, None, :]) @ self.evecs.transpose(1, 2)
         const = self.log_weights - 0.5 * torch.log(var).sum(-1) - 0.5 * self.dim * math.log(2 * math.pi)
-        return prec.to(dtype=x.dtype, device=x.device), const.to(dtype=x.dtype, device=x.device)[:, None]
+        return ((0.5 * _LOG2E) * prec).to(dtype=x.dtype, device=x.device), \
+            (_LOG2E * const).to(dtype=x.dtype, device=x.device)[:, None]
 
     def _scaled_score(self, x: Tensor, alpha: float, sigma: float, scale: float) -> Tensor:
-        """-scale * grad log p = scale * sum_k r_k C_k^-1 (x - alpha mu_k), in a (K, n) layout so the
-        softmax over K and the per-component products run on contiguous rows; columns are processed
-        in blocks small enough for every intermediate to stay in cache."""
-        prec, const = self._precisions(x, alpha, sigma)
+        """-scale * grad log p = scale * sum_k r_k C_k^-1 (x - alpha mu_k), in a (K, d, n) layout so the
+        reductions over K and d run over contiguous rows; columns are processed in blocks small enough
+        for every intermediate to stay in cache. The responsibilities are normalised powers of 2
+        (torch's float32 exp2 is ~5x faster than exp on CPU)."""
+        half_prec, const = self._log2_terms(x, alpha, sigma)
         shifts = alpha * self._params(x)[1][:, :, None]  # (K, d, 1)
-        xt = x.T.contiguous()
+        xt = _transposed(x)
         out = torch.empty_like(xt)
         block = max(1024, _CACHE_ELEMENTS // (self.k * self.dim))
         for start in range(0, xt.shape[1], block):
             centred = xt[None, :, start:start + block] - shifts  # (K, d, block)
-            pulled = torch.bmm(prec, centred)  # C_k^-1 (x - alpha mu_k)
-            quad = (centred * pulled).sum(1)
-            resp = torch.softmax(const - 0.5 * quad, dim=0)  # (K, block)
-            torch.sum(pulled.mul_(resp[:, None, :]), dim=0, out=out[:, start:start + block])
-        return out.mul_(scale).T.contiguous()
+            pulled = torch.bmm(half_prec, centred)  # (log2 e / 2) C_k^-1 (x - alpha mu_k)
+            z = const - _row_dot(centred, pulled)  # log2 of w_k N(x; alpha mu_k, C_k)
+            weights = z.sub_(z.amax(0)).exp2_()  # unnormalised responsibilities
+            block_out = out[:, start:start + block]
+            torch.sum(pulled.mul_(weights[:, None, :]), dim=0, out=block_out)
+            block_out.div_(weights.sum(0))
+        return _transposed(out.mul_(scale / (0.5 * _LOG2E)))
 
     def score(self, x: Tensor, alpha: float = 1.0, sigma: float = 0.0) -> Tensor:
         """grad_x log p(x) of the noised law: -sum_k r_k(x) C_k^-1 (x - alpha mu_k)."""

@@ -20,6 +20,8 @@ def random_mixture(k: int, d: int, seed: int = 0) -> GaussianMixture:
 
 
 def _best_of(fn, repeats: int) -> float:
+    """Best wall time of `fn` over `repeats` consecutive calls after one warm-up call (as timeit and
+    asv do: the steady state of a sampling loop that calls the same model at every step)."""
     fn()
     best = math.inf
     for _ in range(repeats):
@@ -53,11 +55,8 @@ def score_throughput(n: int = 65536, k: int = 8, d: int = 2, repeats: int = 5,
         xg = x.detach().requires_grad_(True)
         torch.autograd.grad(target.log_prob(xg, alpha, sigma).sum(), xg)
 
-    return {
-        "analytic": n / _best_of(analytic, repeats),
-        "autograd": n / _best_of(autograd, repeats),
-        "autograd_same_density": n / _best_of(autograd_same_density, repeats),
-    }
+    fns = {"analytic": analytic, "autograd": autograd, "autograd_same_density": autograd_same_density}
+    return {name: n / _best_of(fn, repeats) for name, fn in fns.items()}
 
 
 def default_sweep_timing(jobs: int = 2, out: Path | None = None) -> str:
