@@ -18,6 +18,26 @@ N = 11  # odd: the two shards differ in size
 SHAPE = (1, 8, 8)
 
 
+def _model_dir(root: Path) -> Path:
+    from diffusers import DDPMScheduler
+
+    from bench.image.train import make_unet
+
+    torch.manual_seed(0)
+    make_unet(1, 8).save_pretrained(str(root / "unet"))
+    DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear").save_pretrained(str(root / "scheduler"))
+    return root
+
+
+def _stochastic_fn(model_dir: Path, batch: int) -> dfid.GenerateFn:
+    from bench.image.models import load_model
+    from solvers import make_solver
+
+    times = torch.linspace(1.0, 1e-3, 4, dtype=torch.float64)
+    return dfid.sampler_generate_fn(load_model(model_dir), make_solver("euler-ancestral"), times, seed=3,
+                                    batch=batch)
+
+
 def _worker(rank: int, tmp: str, port: int) -> None:
     torch.set_num_threads(1)
     # the variables torchrun sets; init_from_env picks gloo without a GPU
@@ -31,7 +51,10 @@ def _worker(rank: int, tmp: str, port: int) -> None:
         extractor = fid.make_extractor("tiny")
         ref = fid.statistics(fid.features(dfid.noise_generator(SHAPE, 100)(torch.arange(50)), extractor))
         value = dfid.sharded_fid(gen, N, ref, extractor, batch_size=4)
-        torch.save({"shard": shard, "images": images, "fid": value}, f"{tmp}/rank{rank}.pt")
+        # a stochastic solver: each sample's Brownian path is seeded by its global index too
+        sampled = dfid.sharded_samples(_stochastic_fn(Path(tmp) / "model", batch=2), 5, batch_size=2)
+        torch.save({"shard": shard, "images": images, "fid": value, "sampled": sampled},
+                   f"{tmp}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -50,6 +73,7 @@ def test_two_gloo_processes_reproduce_the_single_process_samples(tmp_path: Path)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    _model_dir(tmp_path / "model")
     mp.spawn(_worker, args=(str(tmp_path), port), nprocs=2, join=True)
     out = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     gen = dfid.noise_generator(SHAPE, base_seed=7)
@@ -64,21 +88,18 @@ def test_two_gloo_processes_reproduce_the_single_process_samples(tmp_path: Path)
     assert out[0]["fid"] == pytest.approx(fid.fid(single, ref, extractor), rel=1e-6)  # float32 batches differ
     # a different base seed gives different images: the seeds really are per index
     assert not torch.equal(dfid.noise_generator(SHAPE, base_seed=8)(torch.arange(N)), single)
+    # euler-ancestral on ranks of 2 and 3 samples in batches of 2 = one process, one batch of 5
+    sampled = _stochastic_fn(tmp_path / "model", batch=5)(torch.arange(5))
+    assert sampled.float().std() > 1 and all(torch.equal(o["sampled"], sampled) for o in out)
 
 
 def test_sampler_adapter_shards_concatenate_to_the_full_run(tmp_path: Path):
-    from diffusers import DDPMScheduler
-
     from bench.image.models import load_model
-    from bench.image.train import make_unet
     from solvers import make_solver
 
-    torch.manual_seed(0)
-    make_unet(1, 8).save_pretrained(str(tmp_path / "unet"))
-    DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear").save_pretrained(
-        str(tmp_path / "scheduler"))
     times = torch.linspace(1.0, 1e-3, 3, dtype=torch.float64)
-    gen = dfid.sampler_generate_fn(load_model(tmp_path), make_solver("ddim"), times, seed=3, batch=4)
+    model = load_model(_model_dir(tmp_path))
+    gen = dfid.sampler_generate_fn(model, make_solver("ddim"), times, seed=3, batch=4)
     full = gen(torch.arange(5))
     shards = torch.cat([gen(torch.tensor(list(dfid.shard(5, r, 2)))) for r in range(2)])
     assert full.shape == (5, 3, 32, 32) and full.dtype == torch.uint8 and full.float().std() > 1

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from analytic.schedules import DiscreteDDPM
-from bench.image.data import FASHION_ROOT, DataError, load_dataset, read_idx
+from bench.image.data import FASHION_ROOT, DataError, load_dataset, read_idx, to_uint8
 from bench.image.models import ModelLoadError, load_model, schedule_from_config
 from bench.image.sampling import generate, initial_noise, sample_batches
 from bench.image.train import TrainConfig, TrainError, make_unet, train
@@ -125,6 +125,47 @@ def test_generate_is_batch_independent(tmp_path: Path) -> None:
     assert torch.equal(initial_noise(model, 2, 5, start=1)[0], initial_noise(model, 3, 5)[1])
     res = sample_batches(model, make_solver("dpmpp-2m-sde"), times, initial_noise(model, 2, 0), 0, 1)
     assert res.nfe == 3 and torch.isfinite(res.x).all() and 0 < res.network_share <= 1
+
+
+@pytest.mark.parametrize("name", ["euler-ancestral", "dpmpp-sde"])  # dpmpp-sde: two draws per step
+def test_stochastic_generate_is_batch_and_shard_independent(tmp_path: Path, name: str) -> None:
+    model = load_model(save_model_dir(tmp_path / "m"))
+    times = torch.linspace(1.0, 1e-3, 4, dtype=torch.float64)
+    solver = make_solver(name)
+    full = generate(model, solver, times, 5, seed=2, batch=5)
+    assert torch.equal(generate(model, solver, times, 5, seed=2, batch=2), full)
+    shards = [generate(model, solver, times, n, seed=2, batch=4, start=lo)
+              for lo, n in ((0, 1), (1, 3), (4, 1))]
+    assert torch.equal(torch.cat(shards), full)
+    # the step noise matters: another seed's paths (same x_T) give other images
+    x_T = initial_noise(model, 5, 2)
+    other = to_uint8(sample_batches(model, solver, times, x_T, 3, 5).x).repeat(1, 3, 1, 1)
+    assert not torch.equal(other, full)
+    assert torch.equal(to_uint8(sample_batches(model, solver, times, x_T, 2, 3).x).repeat(1, 3, 1, 1), full)
+
+
+def test_per_sample_brownian_rows_are_single_trees() -> None:
+    from bench.image.sampling import PerSampleBrownianNoise, path_seeds
+    from solvers import BrownianTreeNoise
+
+    seeds = path_seeds(0, 10, 3)
+    assert seeds == path_seeds(0, 0, 13)[10:] and len(set(seeds)) == 3
+    like = torch.zeros(3, 2, 4, 4)
+    batch = PerSampleBrownianNoise(seeds, 1e-3, 1.0, cache_bytes=0)  # smallest cache: nodes recomputed
+    grid = torch.linspace(1.0, 1e-3, 9).tolist()
+    steps = list(zip(grid, grid[1:], strict=False))
+    for t0, t1 in steps:
+        dw = batch.increment(t0, t1, like)
+        z = batch.extra(t1, 1, like)
+        for row, seed in enumerate(seeds):
+            alone = BrownianTreeNoise(seed, 1e-3, 1.0)
+            assert torch.equal(dw[row:row + 1], alone.increment(t0, t1, like[:1]))
+            assert torch.equal(z[row:row + 1], alone.extra(t1, 1, like[:1]))
+    coarse = PerSampleBrownianNoise(seeds, 1e-3, 1.0)  # a coarser grid sums to the same path
+    total = sum(batch.increment(t0, t1, like) for t0, t1 in steps)
+    assert torch.allclose(coarse.increment(grid[0], grid[-1], like), total, atol=1e-12)
+    with pytest.raises(ValueError, match="3 per-sample"):
+        batch.increment(0.5, 0.4, torch.zeros(2, 1))
 
 
 def test_train_records_loss_and_resumes(fashion_dir: Path, tmp_path: Path) -> None:

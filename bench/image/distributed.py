@@ -1,8 +1,9 @@
 """Sharded sample generation and FID under torch.distributed (torchrun, multi-GPU or multi-node).
 
-Rank r of W generates the contiguous global indices [r N / W, (r+1) N / W); a generator seeds each
-sample by its global index (seed = base_seed + index), so the union of the shards is the same images
-whatever W is. Features are gathered in index order and rank 0 computes the FID once.
+Rank r of W generates the contiguous global indices [r N / W, (r+1) N / W); every random draw of a
+sample is seeded by its global index (its initial noise, and its own Brownian path for stochastic
+solvers), so the union of the shards is the same images whatever W is. Features are gathered in
+index order and rank 0 computes the FID once.
 """
 
 from __future__ import annotations
@@ -89,10 +90,9 @@ def _sampler_images(indices: Tensor, model: Model, solver: Solver, times: Tensor
 
 def sampler_generate_fn(model: Model, solver: Solver, times: Tensor, seed: int,
                         batch: int = 64) -> GenerateFn:
-    """generate_fn for bench.image.sampling.generate: x_T depends only on (seed, index).
-
-    Deterministic solvers then give world-size independent images; stochastic ones draw their
-    Brownian path per call, so their images depend on how the indices are split.
+    """generate_fn for bench.image.sampling.generate: x_T and, for stochastic solvers, the Brownian
+    path of each sample depend only on (seed, index), so the images do not depend on the world size
+    or on the batch split, for deterministic and stochastic solvers alike.
     """
     return partial(_sampler_images, model=model, solver=solver, times=times, seed=seed, batch=batch)
 
