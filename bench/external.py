@@ -7,8 +7,10 @@ that denoise; comparing with the data law would add a floor ~sigma_min^2).
 `w2-exact`: a deterministic external sampler is affine in x_T on a Gaussian target, so
 running it on the prior mean and mean + each column of the prior covariance's Cholesky factor
 gives its exact Gaussian output law; the mirrored probes (mean - column) check that it is affine
-(diffusers' DDIM/DDPM default clip_sample=True is not). Stochastic or non-affine ones: the row is
-skipped with the reason; use a sample metric (w2, sw2, ...).
+(diffusers' DDIM/DDPM default clip_sample=True is not). A stochastic sampler whose noise we hand
+it (k-diffusion's noise_sampler) is affine in that noise too: probing each noise slot the same way
+gives the covariance it adds (`_probe_noise`). Samplers drawing their own noise (diffusers) or not
+affine: the row is skipped with the reason; use a sample metric (w2, sw2, ...).
 """
 
 from __future__ import annotations
@@ -34,25 +36,95 @@ def external_w2(problem: Problem, solver: ExternalSolver, model: Model, times: T
     """Exact W2 between the external sampler's output law and the exact law at its final time."""
     if not problem.is_gaussian:
         raise metrics.MetricError(f"w2-exact needs a Gaussian target; {problem.name} is not")
-    if solver.stochastic:
-        raise metrics.MetricError(f"w2-exact needs a deterministic sampler; {solver.label} injects noise")
+    if solver.stochastic and solver.noise_kind is None:
+        raise metrics.MetricError(f"w2-exact needs a deterministic sampler or one whose noise we supply; "
+                                  f"{solver.label} draws its own")
     if prior is None:
         law = problem.marginal(float(times[0]))
         prior = (law.means[0], law.covs[0])
     mean, cov = prior
     chol = torch.linalg.cholesky(cov.to(torch.float64))
-    probes = torch.cat([mean[None], mean[None] + chol.T, mean[None] - chol.T]).to(dtype)
-    run = solver.run(model, problem, len(times) - 1, probes, seed, times)
-    out = run.x.to(torch.float64).reshape(len(probes), -1)
+    x_probes = torch.cat([mean[None], mean[None] + chol.T, mean[None] - chol.T])
+    steps = len(times) - 1
+    if solver.stochastic:
+        out, noise_cov, run = _probe_noise(problem, solver, model, times, seed, x_probes, dtype)
+    else:
+        run = solver.run(model, problem, steps, x_probes.to(dtype), seed, times)
+        out, noise_cov = run.x.to(torch.float64).reshape(len(x_probes), -1), 0.0
     if not bool(torch.isfinite(out).all()):
         return math.inf
     d = len(mean)
     spread = out[1:d + 1] - out[0]
-    curvature = float((out[1:d + 1] + out[d + 1:] - 2 * out[0]).abs().max())
-    if curvature > AFFINE_TOL * (float(spread.abs().max()) + 1e-300):  # e.g. clip_sample, thresholding
-        raise metrics.MetricError(f"w2-exact needs a sampler affine in x_T; {solver.label} is not "
+    _check_affine(solver, out[1:d + 1] + out[d + 1:2 * d + 1] - 2 * out[0], spread, "x_T")
+    return bures_w2(out[0], spread.T @ spread + noise_cov, *_reference_law(problem, run))
+
+
+def _check_affine(solver: ExternalSolver, curvature: Tensor, spread: Tensor, what: str) -> None:
+    """Mirrored probes: f(+v) + f(-v) - 2 f(0) vanishes when f is affine (clipping/thresholding breaks it)."""
+    if float(curvature.abs().max()) > AFFINE_TOL * (float(spread.abs().max()) + 1e-300):
+        raise metrics.MetricError(f"w2-exact needs a sampler affine in {what}; {solver.label} is not "
                                   "(clipping or thresholding?); use a sample metric such as w2")
-    return bures_w2(out[0], spread.T @ spread, *_reference_law(problem, run))
+
+
+def _probe_noise(problem: Problem, solver: ExternalSolver, model: Model, times: Tensor, seed: int,
+                 x_probes: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Run]:
+    """Outputs on the x_T probes with zero noise, and the covariance the noise adds.
+
+    On a Gaussian target the sampler is affine in x_T and in the noise it is handed. The noise is
+    written in 'slots' with a known covariance: the Brownian path at each time the sampler asks for
+    (Cov W(a), W(b) = min(a, b)), or one independent normal per call (iid). A dry run records the
+    calls; then one batched run carries, besides the x_T probes, a row per (slot, coordinate, sign)
+    with that slot set to +-e_j and the others to 0, so out(slot q = e_j) - out(0) is column j of
+    the slot's gain G_q and the noise covariance is sum_{q, r} Cov(q, r) G_q G_r^T.
+    """
+    steps, d_x = len(times) - 1, x_probes.shape[1]
+    calls: list[tuple[float, float]] = []
+
+    def record(s0: float, s1: float, like: Tensor) -> Tensor:
+        calls.append((s0, s1))
+        return torch.zeros_like(like)
+
+    solver.run(model, problem, steps, x_probes[:1].to(dtype), seed, times, noise=record)
+    terms, gram = _noise_slots(calls, solver.noise_kind)
+    n_slots, base = len(gram), len(x_probes)
+    eye = torch.eye(d_x, dtype=torch.float64)
+    plus_rows = base + 2 * (torch.arange(n_slots)[:, None] * d_x + torch.arange(d_x))  # (slot, j)
+    rows = base + 2 * n_slots * d_x
+    seen: list[tuple[float, float]] = []
+
+    def probe(s0: float, s1: float, like: Tensor) -> Tensor:
+        if len(seen) >= len(calls) or calls[len(seen)] != (s0, s1):
+            raise metrics.MetricError(f"{solver.label} asked for different noise on the probe run")
+        noise = torch.zeros(rows, d_x, dtype=torch.float64)
+        for slot, coef in terms[len(seen)]:
+            noise[plus_rows[slot]] = coef * eye
+            noise[plus_rows[slot] + 1] = -coef * eye
+        seen.append((s0, s1))
+        return noise.to(like)
+
+    x_all = torch.cat([x_probes, x_probes[0].expand(rows - base, d_x)]).to(dtype)
+    run = solver.run(model, problem, steps, x_all, seed, times, noise=probe)
+    out = run.x.to(torch.float64).reshape(rows, -1)
+    if len(seen) != len(calls):
+        raise metrics.MetricError(f"{solver.label} asked for different noise on the probe run")
+    plus, minus = out[plus_rows] - out[0], out[plus_rows + 1] - out[0]  # (slot, j, i): G_q[i, j]
+    _check_affine(solver, plus + minus, plus, "its noise")
+    return out[:base], torch.einsum("qr,qji,rjk->ik", gram, plus, plus), run
+
+
+Terms = list[list[tuple[int, float]]]
+
+
+def _noise_slots(calls: list[tuple[float, float]], kind: str | None) -> tuple[Terms, Tensor]:
+    """Per call, the (slot, coefficient) terms of the noise it receives; and the slots' covariance."""
+    if kind == "iid":
+        return [[(i, 1.0)] for i in range(len(calls))], torch.eye(len(calls), dtype=torch.float64)
+    grid = sorted({s for call in calls for s in call})
+    index = {s: i for i, s in enumerate(grid)}
+    terms = [[(index[s1], 1 / math.sqrt(abs(s1 - s0))), (index[s0], -1 / math.sqrt(abs(s1 - s0)))]
+             for s0, s1 in calls]
+    points = torch.tensor(grid, dtype=torch.float64)
+    return terms, torch.minimum(points[:, None], points[None, :])
 
 
 def _reference_law(problem: Problem, run: Run) -> tuple[Tensor, Tensor]:

@@ -10,18 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from solvers.external import PREFIXES
+from solvers.external import PREFIXES, TWINS
 
 RISE_FACTOR = 1.5  # error at a larger NFE above 1.5x the best error at smaller NFE: "rises"
 PEER_TOL = 0.05  # comparison: relative difference of the errors beyond which a pair is flagged
-TWINS = {  # peer scheduler/sampler -> our solver name for the same method
-    "diffusers:DDIMScheduler": "ddim", "diffusers:EulerDiscreteScheduler": "ddim",
-    "diffusers:DPMSolverMultistepScheduler": "dpmpp-2m", "diffusers:UniPCMultistepScheduler": "unipc-2",
-    "diffusers:DEISMultistepScheduler": "deis-2", "diffusers:PNDMScheduler": "pndm",
-    "diffusers:LMSDiscreteScheduler": "lms", "diffusers:KDPM2DiscreteScheduler": "dpm2",
-    "kdiff:sample_euler": "ddim", "kdiff:sample_dpmpp_2m": "dpmpp-2m", "kdiff:sample_lms": "lms",
-    "kdiff:sample_dpm_2": "dpm2",
-}
 
 
 def _external(rows: pd.DataFrame) -> pd.DataFrame:

@@ -127,6 +127,72 @@ def test_w2_exact_refuses_a_non_affine_sampler():
         external_w2(problem, make_solver("diffusers:DDIMScheduler"), model, times, 0, None, torch.float64)
 
 
+@pytest.mark.parametrize("spec", ["kdiff:sample_dpmpp_sde", "kdiff:sample_dpmpp_sde[noise=iid]",
+                                  "kdiff:sample_euler_ancestral"])
+def test_probed_law_of_a_stochastic_sampler_matches_monte_carlo(spec):
+    """On a Gaussian target the probed mean and covariance (x_T and noise slots) are the law of the
+    samples the sampler draws with its own noise: dpmpp_sde asks for overlapping Brownian increments
+    (substep and full step), which the Brownian slots' min(a, b) covariance must capture."""
+    from bench.external import _probe_noise
+
+    problem, model, _ = _setup()
+    times = make_grid("logsnr", problem.schedule, 5, problem.t_min, problem.t_max)
+    law = problem.marginal(float(times[0]))
+    mean, chol = law.means[0], torch.linalg.cholesky(law.covs[0])
+    solver = make_solver(spec)
+    probes = torch.cat([mean[None], mean[None] + chol.T, mean[None] - chol.T])
+    out, noise_cov, _ = _probe_noise(problem, solver, model, times, 0, probes, torch.float64)
+    spread = out[1:4] - out[0]
+    cov = spread.T @ spread + noise_cov
+    n = 40000
+    x = problem.sample_marginal(float(times[0]), n, torch.Generator().manual_seed(1)).double()
+    samples = solver.run(model, problem, 5, x, 3, times).x
+    scale = cov.diagonal().sqrt()
+    assert ((samples.mean(0) - out[0]) / scale).abs().max() < 0.03  # ~5 standard errors
+    assert ((torch.cov(samples.T) - cov) / torch.outer(scale, scale)).abs().max() < 0.04
+    assert float(noise_cov.trace()) > 0.05 * float(cov.trace())  # the noise matters here
+
+
+def test_kdiff_sweep_orders_findings_and_twins(tmp_path):
+    """Every installed k-diffusion sampler gets exact-W2 rows (stochastic ones through the probed
+    law); the report reads from them that sample_lms stalls (its coefficients come from quadrature
+    with epsrel = 1e-4) and that dpmpp_sde with independent noise per call (instead of one Brownian
+    path) drifts away from our dpmpp-sde, while the other twins agree."""
+    from bench.peer_report import comparison_table, findings_table
+    from bench.sweep import SweepConfig, run_sweep
+    from solvers.external.kdiffusion import available
+
+    solvers = ("kdiff:*,kdiff:sample_dpmpp_sde[noise=iid],"
+               "lms,dpmpp-2m,euler-ancestral,dpm2-ancestral,dpmpp-sde")
+    config = SweepConfig(problems=["gauss-aniso-3d"], solvers=[solvers], steps=[16, 32, 64, 128, 256],
+                         seeds=[0])
+    run_sweep(config, tmp_path)
+    rows, orders = pd.read_csv(tmp_path / "results.csv"), pd.read_csv(tmp_path / "orders.csv")
+    peers = rows[rows["solver"].str.startswith("kdiff:")]
+    assert set(peers["solver_name"]) == {f"kdiff:{name}" for name in available()}
+    assert (peers["status"] == "ok").all() and peers["value"].notna().all()
+    found = findings_table(rows, orders).set_index("solver")["finding"]
+    assert "order below theory" in found["kdiff:sample_lms"]
+    assert "kdiff:sample_dpmpp_2m" not in found and "kdiff:sample_euler_ancestral" not in found
+    fitted = orders[orders["axis"] == "steps"].set_index("solver")["order"]
+    assert abs(fitted["kdiff:sample_euler_ancestral"] - 1) < 0.15 and fitted["kdiff:sample_dpmpp_sde"] > 1.8
+    pairs = comparison_table(rows).set_index(["peer", "steps"])
+    for peer in ("kdiff:sample_dpmpp_2m", "kdiff:sample_euler_ancestral", "kdiff:sample_dpm_2_ancestral"):
+        assert (pairs.loc[peer, "rel_diff"] < 1e-3).all()
+    assert (pairs.loc["kdiff:sample_lms", "flag"].loc[[128, 256]] == "differs").all()
+    assert (pairs.loc["kdiff:sample_dpmpp_sde[noise=iid]", "rel_diff"] > 1).all()
+
+
+def test_kdiff_orders_match_our_twins():
+    from solvers.external import TWINS
+
+    for peer, ours in TWINS.items():
+        if peer.startswith("kdiff:"):
+            assert make_solver(peer).order == make_solver(ours).order, peer
+    with pytest.raises(UnknownSolverError, match="noise must be one of"):
+        make_solver("kdiff:sample_dpmpp_sde[noise=pink]")
+
+
 def test_cli_lists_external_solvers():
     from click.testing import CliRunner
 

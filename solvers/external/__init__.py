@@ -14,6 +14,18 @@ from solvers.external.base import ExternalSolver, PeerMissingError, Run
 from solvers.registry import UnknownSolverError, parse_spec
 
 PREFIXES = ("diffusers:", "kdiff:")
+TWINS = {  # peer scheduler/sampler -> our solver implementing the same method (bench report compares them)
+    "diffusers:DDIMScheduler": "ddim", "diffusers:EulerDiscreteScheduler": "ddim",
+    "diffusers:DPMSolverMultistepScheduler": "dpmpp-2m", "diffusers:UniPCMultistepScheduler": "unipc-2",
+    "diffusers:DEISMultistepScheduler": "deis-2", "diffusers:PNDMScheduler": "pndm",
+    "diffusers:LMSDiscreteScheduler": "lms", "diffusers:KDPM2DiscreteScheduler": "dpm2",
+    "kdiff:sample_euler": "ddim", "kdiff:sample_euler_ancestral": "euler-ancestral",
+    "kdiff:sample_heun": "edm-heun", "kdiff:sample_dpm_2": "dpm2",
+    "kdiff:sample_dpm_2_ancestral": "dpm2-ancestral",
+    "kdiff:sample_lms": "lms", "kdiff:sample_dpmpp_2s_ancestral": "dpmpp-2s-ancestral",
+    "kdiff:sample_dpmpp_sde": "dpmpp-sde", "kdiff:sample_dpmpp_2m": "dpmpp-2m",
+    "kdiff:sample_dpmpp_2m_sde": "dpmpp-2m-sde", "kdiff:sample_dpmpp_3m_sde": "dpmpp-3m-sde",
+}
 
 
 def is_external(spec: str) -> bool:
@@ -71,5 +83,5 @@ def resolve_external(spec: str) -> list[ExternalSolver]:
     return [make_external(spec)]
 
 
-__all__ = ["PREFIXES", "ExternalSolver", "PeerMissingError", "Run", "available", "installed_globs",
+__all__ = ["PREFIXES", "TWINS", "ExternalSolver", "PeerMissingError", "Run", "available", "installed_globs",
            "is_external", "make_external", "resolve_external"]

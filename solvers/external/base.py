@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -12,6 +13,14 @@ from torch import Tensor
 from solvers.base import Solver
 from solvers.model import Model
 from solvers.registry import UnknownSolverError
+
+NoiseHook = Callable[[float, float, Tensor], Tensor]
+"""noise(s0, s1, like): the standard normal a library asks for on its step s0 -> s1 (s in its own
+noise time, k-diffusion's sigma), shaped like `like` (k-diffusion's `noise_sampler`)."""
+
+NOISE_KINDS = ("brownian", "iid")
+"""How the draws of a NoiseHook relate: normalised increments (W(s1) - W(s0)) / sqrt|s1 - s0| of one
+Brownian path W in the noise time (k-diffusion's BrownianTreeNoiseSampler), or independent per call."""
 
 
 class PeerMissingError(UnknownSolverError):
@@ -57,6 +66,7 @@ class ExternalSolver(Solver):
     external: ClassVar[bool] = True
     affine: ClassVar[bool] = True  # deterministic ones: affine in x_T on a Gaussian target
     prefix: ClassVar[str] = ""
+    noise_kind: ClassVar[str | None] = None  # a NOISE_KINDS entry when `run` takes a NoiseHook
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", self.prefix + self.target)
@@ -74,7 +84,10 @@ class ExternalSolver(Solver):
     def nfe(self, steps: int) -> int:
         return steps * self.nfe_per_step
 
-    def run(self, model: Model, problem: Any, steps: int, x_T: Tensor, seed: int, grid: Tensor) -> Run:
+    def run(self, model: Model, problem: Any, steps: int, x_T: Tensor, seed: int, grid: Tensor,
+            noise: NoiseHook | None = None) -> Run:
+        """Sample from x_T on `grid`; a stochastic sampler with a `noise_kind` draws from `noise`
+        (default: its own seeded source of that kind), the others from a generator seeded `seed`."""
         raise NotImplementedError
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from solvers.external.base import CountingModel, ExternalSolver, Run, missing, set_meta
+from solvers.external.base import CountingModel, ExternalSolver, NoiseHook, Run, missing, set_meta
 from solvers.model import Model
 from solvers.registry import UnknownSolverError
 
@@ -64,7 +64,8 @@ def available() -> list[str]:
 class DiffusersSolver(ExternalSolver):
     prefix = "diffusers:"
 
-    def run(self, model: Model, problem: Any, steps: int, x_T: Tensor, seed: int, grid: Tensor) -> Run:
+    def run(self, model: Model, problem: Any, steps: int, x_T: Tensor, seed: int, grid: Tensor,
+            noise: NoiseHook | None = None) -> Run:
         sched = problem.schedule
         knots = problem.t_min + (problem.t_max - problem.t_min) * torch.arange(KNOTS, dtype=torch.float64) / (
             KNOTS - 1)

@@ -3,6 +3,10 @@
 k-diffusion works in VE scale: x / alpha with sigma~ = sigma / alpha, and a denoiser
 model(x, sigma~) -> x0. The harness grid is mapped to sigma~ and, as k-diffusion's own
 `get_sigmas_*` do, a final 0 is appended, so the output is a data sample (t_end = 0).
+Stochastic samplers get their `noise_sampler` from us: by default normalised increments of one
+Brownian path in sigma~ (what k-diffusion's BrownianTreeNoiseSampler gives its SDE samplers, and
+equal in law to its randn default for the ancestral ones), seeded by the cell's noise seed;
+`[noise=iid]` draws independent normals per call instead, as its default_noise_sampler does.
 Its package import pulls torchvision, clip and wandb; `sampling.py` needs only
 `utils.append_dims`, so it is executed from its file inside a stub package.
 """
@@ -19,13 +23,23 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from solvers.external.base import CountingModel, ExternalSolver, Run, missing, set_meta
+from solvers.external.base import (
+    NOISE_KINDS,
+    CountingModel,
+    ExternalSolver,
+    NoiseHook,
+    Run,
+    missing,
+    set_meta,
+)
 from solvers.model import Model
+from solvers.noise import BrownianTreeNoise, IidNoise
 from solvers.registry import UnknownSolverError
 
 ORDERS = {"sample_euler": 1, "sample_euler_ancestral": 1, "sample_heun": 2, "sample_dpm_2": 2,
-          "sample_dpm_2_ancestral": 1, "sample_lms": 4, "sample_dpmpp_2s_ancestral": 1, "sample_dpmpp_sde": 1,
-          "sample_dpmpp_2m": 2, "sample_dpmpp_2m_sde": 1, "sample_dpmpp_3m_sde": 1, "sample_lcm": 1}
+          "sample_dpm_2_ancestral": 2, "sample_lms": 4, "sample_dpmpp_2s_ancestral": 2, "sample_dpmpp_sde": 2,
+          "sample_dpmpp_2m": 2, "sample_dpmpp_2m_sde": 2, "sample_dpmpp_3m_sde": 2, "sample_lcm": 1}
+"""Theoretical orders (weak for the stochastic ones), the same as our solvers of the same method declare."""
 TWO_CALLS = {"sample_heun", "sample_dpm_2", "sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral",
              "sample_dpmpp_sde"}
 
@@ -87,28 +101,43 @@ class KDenoiser:
 class KdiffSolver(ExternalSolver):
     prefix = "kdiff:"
 
-    def run(self, model: Model, problem: Any, steps: int, x_T: Tensor, seed: int, grid: Tensor) -> Run:
+    @property
+    def noise_kind(self) -> str | None:  # type: ignore[override]
+        if not self.stochastic:
+            return None
+        return str(self.config.get("noise", "brownian"))
+
+    def run(self, model: Model, problem: Any, steps: int, x_T: Tensor, seed: int, grid: Tensor,
+            noise: NoiseHook | None = None) -> Run:
         fn = getattr(load_sampling(), self.target)
         sched = problem.schedule
         grid = torch.as_tensor(grid, dtype=torch.float64)
         sigmas = torch.cat([sched.sigma_tilde(grid), torch.zeros(1, dtype=torch.float64)]).to(x_T.dtype)
-        kw = dict(self.config)
-        if "noise_sampler" in inspect.signature(fn).parameters:
-            gen = torch.Generator().manual_seed(seed)
-            kw["noise_sampler"] = lambda s, s_next: torch.randn(x_T.shape, generator=gen, dtype=x_T.dtype)
+        kw = {k: v for k, v in self.config.items() if k != "noise"}
+        if self.noise_kind is not None and "noise_sampler" in inspect.signature(fn).parameters:
+            hook = noise or self._noise(seed, float(sigmas.max()))
+            kw["noise_sampler"] = lambda s, s_next: hook(float(s), float(s_next), x_T).to(x_T.dtype)
         denoiser = KDenoiser(model)
         x = fn(denoiser, x_T / float(sched.alpha(grid[0])), sigmas, disable=True, **kw)
         return Run(x, denoiser.counted.calls, 0.0, denoiser.counted.last_t)
+
+    def _noise(self, seed: int, sigma_max: float) -> NoiseHook:
+        if self.noise_kind == "iid":
+            return IidNoise(seed).normal
+        return BrownianTreeNoise(seed, 0.0, sigma_max * (1 + 1e-6)).normal
 
 
 def make(target: str, params: dict[str, Any]) -> KdiffSolver:
     fn = getattr(load_sampling(), target)
     allowed = set(inspect.signature(fn).parameters) - {"model", "x", "sigmas", "extra_args", "callback",
                                                         "disable", "noise_sampler"}
-    bad = set(params) - allowed
+    bad = set(params) - allowed - {"noise"}
     if bad:
         raise UnknownSolverError(f"kdiff:{target} has no parameter {', '.join(sorted(bad))}; "
-                                 f"its parameters: {', '.join(sorted(allowed))}")
+                                 f"its parameters: {', '.join(sorted(allowed | {'noise'}))}")
+    if params.get("noise", "brownian") not in NOISE_KINDS:
+        raise UnknownSolverError(f"kdiff:{target}: noise must be one of {', '.join(NOISE_KINDS)}, "
+                                 f"got {params['noise']}")
     stochastic = ("ancestral" in target or "sde" in target or target == "sample_lcm"
                   or float(params.get("s_churn", 0)) > 0)
     if params.get("eta") == 0:
