@@ -62,6 +62,24 @@ def test_diffusers_ddim_matches_ours_when_n_divides_1000():
     assert _rel(run.x, ours) < 1e-5  # diffusers keeps its alpha_bar table in float32
 
 
+@pytest.mark.parametrize("peer, ours", [("DPMSolverMultistepScheduler", "dpmpp-2m"),
+                                         ("UniPCMultistepScheduler", "unipc-2")])
+def test_diffusers_multistep_defaults_match_ours_on_their_timesteps(peer, ours):
+    """With default settings both follow diffusers' linspace timesteps and end with a first-order
+    step to sigma = 0 (a Tweedie denoise): our solver on the same times, plus that denoise, gives the
+    same samples, so their irregular error against N comes from those timesteps, not the adapter."""
+    import diffusers
+
+    problem, model, x = _setup()
+    for steps in (8, 20):
+        run = make_solver(f"diffusers:{peer}").run(model, problem, steps, x, 0, torch.ones(2))
+        scheduler = getattr(diffusers, peer)()
+        scheduler.set_timesteps(steps)
+        times = problem.t_min + (problem.t_max - problem.t_min) * scheduler.timesteps.double() / 999
+        mine = sample(make_solver(ours), model, times, x.clone(), denoise_final=True).x
+        assert run.nfe == steps and _rel(run.x, mine) < 1e-5
+
+
 def test_kdiff_euler_matches_ours():
     problem, model, x = _setup()
     times = make_grid("logsnr", problem.schedule, 12, problem.t_min, problem.t_max)
