@@ -27,15 +27,36 @@ def _transposed(m: Tensor) -> Tensor:
     return m.T.contiguous()
 
 
-def _row_dot(a: Tensor, b: Tensor) -> Tensor:
-    """sum over dim 1 of a * b for (K, d, n) tensors; for small d as d - 1 fused multiply-adds of
-    contiguous (K, n) slabs, which is twice as fast as a reduction over the middle dimension."""
+def _row_dot(a: Tensor, b: Tensor, offset: Tensor) -> Tensor:
+    """offset - sum over dim 1 of a * b for (K, d, n) tensors and (K, 1) offset; for small d as d fused
+    multiply-adds of contiguous (K, n) slabs, twice as fast as a reduction over the middle dimension."""
     if a.shape[1] > 4:
-        return (a * b).sum(1)
-    out = a[:, 0] * b[:, 0]
+        return offset - (a * b).sum(1)
+    out = torch.addcmul(offset, a[:, 0], b[:, 0], value=-1)
     for i in range(1, a.shape[1]):
-        out.addcmul_(a[:, i], b[:, i])
+        out.addcmul_(a[:, i], b[:, i], value=-1)
     return out
+
+
+def _score_block(x: Tensor, half_prec: Tensor, const: Tensor, shifts: Tensor, out: Tensor) -> None:
+    """out (d, m) = sum_k r_k (log2 e / 2) C_k^-1 (x - alpha mu_k) for columns x (d, m).
+
+    z_k = log2(w_k N(x; alpha mu_k, C_k)) <= max_k const_k (the quadratic form is >= 0), so 2^(z_k - that
+    bound) cannot overflow and needs no per-column maximum; columns where every term underflows
+    (x far from all components) are redone with the per-column maximum subtracted."""
+    centred = x[None] - shifts  # (K, d, m)
+    pulled = torch.bmm(half_prec, centred)  # (log2 e / 2) C_k^-1 (x - alpha mu_k)
+    weights = _row_dot(centred, pulled, const - const.max()).exp2_()  # unnormalised responsibilities
+    total = weights.sum(0)
+    torch.sum(pulled.mul_(weights[:, None, :]), dim=0, out=out)
+    out.div_(total)
+    tiny = total < torch.finfo(x.dtype).tiny * 2.0**26  # subnormal terms would lose precision
+    if bool(tiny.any()):
+        cols = tiny.nonzero()[:, 0]
+        centred, pulled = centred[:, :, cols], torch.bmm(half_prec, centred[:, :, cols])
+        z = _row_dot(centred, pulled, const)
+        weights = z.sub_(z.amax(0)).exp2_()
+        out[:, cols] = (pulled * weights[:, None, :]).sum(0) / weights.sum(0)
 
 
 class GaussianMixture:
@@ -135,13 +156,7 @@ class GaussianMixture:
         out = torch.empty_like(xt)
         block = max(1024, _CACHE_ELEMENTS // (self.k * self.dim))
         for start in range(0, xt.shape[1], block):
-            centred = xt[None, :, start:start + block] - shifts  # (K, d, block)
-            pulled = torch.bmm(half_prec, centred)  # (log2 e / 2) C_k^-1 (x - alpha mu_k)
-            z = const - _row_dot(centred, pulled)  # log2 of w_k N(x; alpha mu_k, C_k)
-            weights = z.sub_(z.amax(0)).exp2_()  # unnormalised responsibilities
-            block_out = out[:, start:start + block]
-            torch.sum(pulled.mul_(weights[:, None, :]), dim=0, out=block_out)
-            block_out.div_(weights.sum(0))
+            _score_block(xt[:, start:start + block], half_prec, const, shifts, out[:, start:start + block])
         return _transposed(out.mul_(scale / (0.5 * _LOG2E)))
 
     def score(self, x: Tensor, alpha: float = 1.0, sigma: float = 0.0) -> Tensor:

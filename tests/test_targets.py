@@ -76,6 +76,21 @@ def test_finite_near_t_zero(dtype, schedule):
             assert value.dtype == dtype and torch.isfinite(value).all(), (name, schedule)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_score_far_from_every_component(dtype):
+    """Where every component's density underflows (x hundreds of standard deviations away) the
+    responsibilities are renormalised per point: the score still equals autograd in float64."""
+    problem = get_problem("ring-8")
+    alpha, sigma = problem.coefficients(1e-3)
+    near = problem.target.sample(64, torch.Generator().manual_seed(0), alpha, sigma, torch.float64)
+    x = torch.cat([near, torch.tensor([[40.0, -30.0], [-1e3, 2e2], [0.0, 0.0]], dtype=torch.float64)])
+    xg = x.clone().requires_grad_(True)
+    expected = torch.autograd.grad(problem.target.log_prob(xg, alpha, sigma).sum(), xg)[0]
+    got = problem.target.score(x.to(dtype), alpha, sigma).double()
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert torch.allclose(got, expected, rtol=tol, atol=tol * float(expected.abs().max()))
+
+
 def test_samples_have_the_mixture_moments():
     target = get_problem("mix-2d").target
     x = target.sample(400_000, torch.Generator().manual_seed(4))
