@@ -153,11 +153,16 @@ def fit_order(steps_or_nfe, errors, noise_floor=None, seeds=None) -> OrderFit:
     return OrderFit(order, min(lo, order), max(hi, order), len(lx), excluded, "; ".join(notes), used, below)
 
 
+NO_ORDER_METRICS = ("fid",)
+
+
 def orders_table(results: pd.DataFrame, tolerance: float = 0.15,
                  stochastic_tolerance: float = 0.2) -> pd.DataFrame:
     """orders.csv rows (bench results format) from results rows: one fit per group and axis."""
     ok = results[(results["status"] == "ok") & np.isfinite(results["value"].astype(float))
                  & (results["value"].astype(float) > 0)]
+    if "metric" in ok.columns:  # FID tends to the model's own FID, not to 0: it has no order
+        ok = ok[~ok["metric"].isin(NO_ORDER_METRICS)]
     keys = [k for k in GROUP_KEYS if k in ok.columns]
     out = []
     if ok.empty:

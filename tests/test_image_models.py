@@ -259,6 +259,8 @@ def _check_image_results(out: Path, solvers: set[str], nfe: set[int]) -> pd.Data
     fid, rms = (ok[ok["metric"] == m].set_index(["solver", "nfe"]) for m in ("fid", "path-rms"))
     assert set(fid.index) == set(rms.index)
     assert (fid["n_samples"] == rms["n_samples"]).all() and (rms["noise_floor"] > 0).all()
+    orders = pd.read_csv(out / "orders.csv")
+    assert "fid" not in set(orders["metric"])  # FID tends to the model's own FID: no order is fitted
     return rows
 
 
@@ -319,3 +321,46 @@ def test_image_run_adds_fid_to_cells_sampled_without_it(tmp_path: Path, fashion_
     rows = pd.read_csv(out / "results.csv")
     assert sorted(rows["metric"]) == ["fid", "path-rms"]
     assert rows.loc[rows["metric"] == "path-rms", "value"].tolist() == rms.tolist()  # same samples
+
+
+# The documented small CPU study (README, "Learned image models"): the exact commands, run by `bench`.
+STUDY_TRAIN = ["train-image", "--dataset", "fashion-mnist", "--subset", "2000", "--width", "16",
+               "--batch", "32", "--steps", "300", "--log-every", "100", "--checkpoint-every", "300"]
+STUDY_RUN = ["image-run", "--solvers", "ddim,heun,dpmpp-2m,euler-ancestral", "--nfe", "5,10,20,40",
+             "--samples", "32", "--batch", "32", "--reference-steps", "200", "--fid-dataset", "fashion-mnist",
+             "--fid-extractor", "tiny", "--fid-reference", "2000"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION_ROOT.exists(), reason="Debian dataset-fashion-mnist not installed")
+def test_small_fashion_mnist_study_from_the_cli(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+    def bench(*args: str) -> str:
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "bench.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=1800)
+        assert done.returncode == 0, done.stderr[-2000:]
+        print(f"bench {args[0]}: {time.perf_counter() - start:.0f} s\n{done.stdout}")
+        return done.stdout
+
+    model, out = tmp_path / "fm", tmp_path / "study"
+    bench(*STUDY_TRAIN, "--out", str(model))
+    losses = pd.read_csv(model / "loss.csv")["loss"]
+    assert len(losses) == 300 and losses.iloc[-50:].mean() < 0.5 * losses.iloc[:10].mean()
+    bench(*STUDY_RUN, "--model", str(model), "--out", str(out))
+    rows = _check_image_results(out, {"ddim", "heun", "dpmpp-2m", "euler-ancestral"}, {5, 10, 20, 40})
+    ok = rows[rows["status"] == "ok"]
+    rms_rows = ok[ok["metric"] == "path-rms"]
+    assert (rms_rows["value"] > rms_rows["noise_floor"]).all()  # each reference resolves its solver's error
+    rms = rms_rows.set_index(["solver", "nfe"])["value"]
+    for solver in ("ddim", "dpmpp-2m", "heun"):  # deterministic: closer to the ODE reference with more NFE
+        assert rms[solver].iloc[-1] < rms[solver].iloc[0]
+    _check_image_figures(out)
+    table = ok.pivot_table(index=["solver", "nfe"], columns="metric", values="value")
+    print(table.round(3).to_string())

@@ -171,7 +171,8 @@ def run_images(cfg: ImageRunConfig, out: Path, echo: Callable[[str], None] = pri
             store.append(key, rows)
             timing[key] = {"images_per_s": res.images_per_second, "network_share": res.network_share,
                            "wall_s": res.wall_time, "nfe": res.nfe}
-            echo(f"{solver.label:>14} NFE {res.nfe:>4}: path-rms {rows[0]['value']:.4g}  "
+            fids = "".join(f", FID {r['value']:.4g}" for r in rows if r["metric"] == "fid")
+            echo(f"{solver.label:>14} NFE {res.nfe:>4}: path-rms {rows[0]['value']:.4g}{fids}  "
                  f"{res.images_per_second:.2f} img/s, network {100 * res.network_share:.0f}% of wall time")
     frame = store.finalize()
     shares = [v["network_share"] for v in timing.values()]
