@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-_CACHE_ELEMENTS = 1 << 17  # per-block intermediates: ~1 MiB in float32
+_CACHE_ELEMENTS = 1 << 18  # per-block (K, d, block) intermediates: 1 MiB in float32, within L2
 _LOG2E = 1.0 / math.log(2.0)
 
 
@@ -50,9 +50,9 @@ def _score_block(x: Tensor, half_prec: Tensor, const: Tensor, shifts: Tensor, ou
     total = weights.sum(0)
     torch.sum(pulled.mul_(weights[:, None, :]), dim=0, out=out)
     out.div_(total)
-    tiny = total < torch.finfo(x.dtype).tiny * 2.0**26  # subnormal terms would lose precision
-    if bool(tiny.any()):
-        cols = tiny.nonzero()[:, 0]
+    tiny = torch.finfo(x.dtype).tiny * 2.0**26  # subnormal terms would lose precision
+    if float(total.min()) < tiny:
+        cols = (total < tiny).nonzero()[:, 0]
         centred, pulled = centred[:, :, cols], torch.bmm(half_prec, centred[:, :, cols])
         z = _row_dot(centred, pulled, const)
         weights = z.sub_(z.amax(0)).exp2_()
