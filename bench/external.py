@@ -1,9 +1,11 @@
 """Sweep cells for external solvers (diffusers:, kdiff:): one library-driven trajectory per cell.
 
 Errors are measured against what an exact integrator would return on the library's own final
-point: the exact law at `Run.t_end`, or, when the library ends at sigma = 0 (most defaults), the
-law of the Tweedie denoise E[x0 | x] of exact samples at its last model call (its last step is
-that denoise; comparing with the data law would add a floor ~sigma_min^2).
+point: the exact law at `Run.t_end` (the data law when it integrates down to sigma = 0, as
+k-diffusion's LMS does). When its output is the x0 prediction of its last model call (a final
+Tweedie denoise: most samplers ending at sigma = 0, detected from the run itself), the reference
+is the law of E[x0 | x] of exact samples at that call; comparing with the data law would add a
+floor ~sigma_min^2 that no step count removes.
 `w2-exact`: a deterministic external sampler is affine in x_T on a Gaussian target, so
 running it on the prior mean and mean + each column of the prior covariance's Cholesky factor
 gives its exact Gaussian output law; the mirrored probes (mean - column) check that it is affine
@@ -128,7 +130,11 @@ def _noise_slots(calls: list[tuple[float, float]], kind: str | None) -> tuple[Te
 
 
 def _reference_law(problem: Problem, run: Run) -> tuple[Tensor, Tensor]:
-    """(mean, cov) of p_{t_end}, or of E[x0 | x_t] for x_t ~ p_t at t = t_last when t_end = 0."""
+    """(mean, cov) of the exact law at the library's end point: p_{t_end}, the data law when it
+    integrates down to sigma = 0, or, when its output is a final Tweedie denoise, the law of
+    E[x0 | x_t] for x_t ~ p_t at its last call t = t_last."""
+    if run.t_end == 0.0 and not run.final_denoise:  # sigma = 0 is the data, whatever t is there
+        return problem.target.means[0], problem.target.covs[0]
     if run.t_end != 0.0:
         law = problem.marginal(run.t_end)
         return law.means[0], law.covs[0]
@@ -158,9 +164,12 @@ def external_rows(problem: Problem, solver: ExternalSolver, model: Model, times:
         elif name == "path-rms":
             raise metrics.MetricError("path-rms is not available for external solvers")
         else:
-            if run.t_end == 0.0:  # Tweedie denoise of exact samples at the last call
+            if run.t_end == 0.0 and run.final_denoise:  # Tweedie denoise of exact samples at the last call
                 exact = metrics.exact_samples(problem, len(x_T), seed, dtype=torch.float64, t=run.t_last)
                 exact = problem.denoise(exact, run.t_last)
+            elif run.t_end == 0.0:  # the data
+                generator = torch.Generator().manual_seed(metrics.exact_seed(seed, 0))
+                exact = problem.target.sample(len(x_T), generator, dtype=torch.float64)
             else:
                 exact = metrics.exact_samples(problem, len(x_T), seed, dtype=torch.float64, t=run.t_end)
             row["value"] = metrics.sample_metric(name, run.x.cpu().double(), exact, seed)

@@ -35,13 +35,27 @@ def missing(library: str) -> PeerMissingError:
 @dataclass
 class Run:
     """One external trajectory: output `x` at VP scale, counted model calls, the time the library
-    ended at (0.0 when it ends at sigma = 0, on the data) and the time of its last model call
-    (when t_end = 0 its last step is a Tweedie denoise from there)."""
+    ended at (0.0 when it ends at sigma = 0, on the data), the time of its last model call, and
+    whether the output is that call's x0 prediction (a final Tweedie denoise, as most samplers that
+    end at sigma = 0 do; k-diffusion's LMS instead takes a multistep ODE step down to sigma = 0)."""
 
     x: Tensor
     nfe: int
     t_end: float
     t_last: float
+    final_denoise: bool = False
+
+
+DENOISE_TOL = 1e-5  # relative: the libraries' float32 tables leave ~1e-7
+
+
+def is_denoise(x: Tensor, counted: CountingModel) -> bool:
+    """Whether `x` is the x0 prediction of the counted model's last call."""
+    x0 = counted.last_x0
+    if x0 is None or x0.shape != x.shape:
+        return False
+    scale = float(x0.abs().max()) + 1e-300
+    return float((x.to(x0.dtype) - x0).abs().max()) <= DENOISE_TOL * scale
 
 
 class CountingModel:
@@ -49,11 +63,14 @@ class CountingModel:
 
     def __init__(self, model: Model):
         self.model, self.calls, self.last_t = model, 0, float("nan")
+        self.last_x0: Tensor | None = None
 
     def __call__(self, x: Tensor, t: float):
         self.calls += 1
         self.last_t = float(t)
-        return self.model(x, torch.tensor(float(t), dtype=torch.float64))
+        pred = self.model(x, torch.tensor(float(t), dtype=torch.float64))
+        self.last_x0 = pred.x0.detach()
+        return pred
 
 
 @dataclass

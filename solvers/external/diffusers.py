@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from solvers.external.base import CountingModel, ExternalSolver, NoiseHook, Run, missing, set_meta
+from solvers.external.base import CountingModel, ExternalSolver, NoiseHook, Run, is_denoise, missing, set_meta
 from solvers.model import Model
 from solvers.registry import UnknownSolverError
 
@@ -88,7 +88,7 @@ class DiffusersSolver(ExternalSolver):
             a_end = float(getattr(scheduler, "final_alpha_cumprod", 1.0))
             s_end = math.sqrt(max(1 - a_end, 0.0) / a_end)
         if s_end == 0.0:
-            return Run(x, counted.calls, 0.0, counted.last_t)
+            return Run(x, counted.calls, 0.0, counted.last_t, is_denoise(x, counted))
         t_end = float(sched.t_of_sigma_tilde(torch.tensor(s_end, dtype=torch.float64)))
         if float(scheduler.init_noise_sigma) > 1 + 1e-6:  # k-diffusion-style: x / alpha
             x = x * float(sched.alpha(t_end))

@@ -29,6 +29,7 @@ from solvers.external.base import (
     ExternalSolver,
     NoiseHook,
     Run,
+    is_denoise,
     missing,
     set_meta,
 )
@@ -119,7 +120,7 @@ class KdiffSolver(ExternalSolver):
             kw["noise_sampler"] = lambda s, s_next: hook(float(s), float(s_next), x_T).to(x_T.dtype)
         denoiser = KDenoiser(model)
         x = fn(denoiser, x_T / float(sched.alpha(grid[0])), sigmas, disable=True, **kw)
-        return Run(x, denoiser.counted.calls, 0.0, denoiser.counted.last_t)
+        return Run(x, denoiser.counted.calls, 0.0, denoiser.counted.last_t, is_denoise(x, denoiser.counted))
 
     def _noise(self, seed: int, sigma_max: float) -> NoiseHook:
         if self.noise_kind == "iid":
