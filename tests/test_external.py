@@ -216,6 +216,23 @@ def test_final_denoise_is_read_from_the_run():
     assert not torch.allclose(_reference_law(problem, euler)[1], problem.target.covs[0], rtol=1e-6)
 
 
+def test_path_rms_of_deterministic_externals_on_a_mixture(tmp_path):
+    """On a mixture (no exact law) k-diffusion's deterministic samplers get path-rms against the
+    shared ODE reference plus its final denoise: close to their twins'; samplers without such an
+    end (LMS steps on to sigma = 0) or with noise are skipped with the reason."""
+    from bench.sweep import SweepConfig, run_sweep
+
+    solvers = "kdiff:sample_dpmpp_2m,dpmpp-2m,kdiff:sample_lms,kdiff:sample_euler_ancestral"
+    run_sweep(SweepConfig(problems=["mix-2d"], solvers=[solvers], steps=[8, 32], seeds=[0],
+                          metrics=["path-rms"], samples=64), tmp_path)
+    rows = pd.read_csv(tmp_path / "results.csv").set_index(["solver", "steps"])
+    peer, ours = rows.loc["kdiff:sample_dpmpp_2m"], rows.loc["dpmpp-2m"]
+    assert (peer["status"] == "ok").all() and (peer["noise_floor"] > 0).all()
+    assert ((peer["value"] - ours["value"]).abs() / ours["value"] < 0.02).all()
+    skipped = rows.loc[["kdiff:sample_lms", "kdiff:sample_euler_ancestral"]]
+    assert (skipped["status"] == "skipped").all() and skipped["reason"].str.contains("path-rms").all()
+
+
 def test_kdiff_orders_match_our_twins():
     from solvers.external import TWINS
 
