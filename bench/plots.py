@@ -53,6 +53,7 @@ TIME_LABEL = "sampling wall time [s]"
 FLOOR_SOURCES = {
     "path-rms": "reference vs. half its steps",  # the reference's self-check, sweep and image-run alike
     **{m: "two exact samples" for m in ("w2", "sw2", "sinkhorn", "mmd")},
+    "fid": "as many real images",  # bench/image/run.py FIDHook.floor: held-out training images
 }
 
 

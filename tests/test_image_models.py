@@ -286,14 +286,16 @@ def test_image_run_cli_fid_rows_resume_and_figures(tmp_path: Path, fashion_dir: 
     out, cache = tmp_path / "res", tmp_path / "cache"
     args = ["image-run", "--model", str(model_dir), "--solvers", "ddim,euler-ancestral", "--nfe", "2,4",
             "--samples", "6", "--batch", "4", "--reference-steps", "8", "--fid-dataset", "fashion-mnist",
-            "--fid-extractor", "tiny", "--fid-reference", "16", "--fid-data-root", str(fashion_dir),
+            "--fid-extractor", "tiny", "--fid-reference", "10", "--fid-data-root", str(fashion_dir),
             "--fid-cache-dir", str(cache), "--out", str(out)]
     first = CliRunner().invoke(cli, args)
     assert first.exit_code == 0, first.output
     rows = _check_image_results(out, {"ddim", "euler-ancestral"}, {2, 4})
-    assert len(rows) == 8 and list((cache / "fid-stats").glob("fashion-mnist-dsb-tiny-n16.npz"))
+    assert len(rows) == 8 and list((cache / "fid-stats").glob("fashion-mnist-dsb-tiny-n10.npz"))
+    floors = rows.loc[rows["metric"] == "fid", "noise_floor"]  # images 10..15 vs the stats
+    assert floors.nunique() == 1 and floors.iloc[0] > 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["fid"] == {"fid_dataset": "fashion-mnist", "fid_extractor": "tiny", "fid_reference": 16}
+    assert manifest["fid"] == {"fid_dataset": "fashion-mnist", "fid_extractor": "tiny", "fid_reference": 10}
     cells = (out / "cells.jsonl").read_text()
     again = CliRunner().invoke(cli, args)  # every cell is done: nothing is sampled or scored again
     assert again.exit_code == 0 and "path-rms" not in again.output

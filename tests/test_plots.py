@@ -198,4 +198,4 @@ def test_floor_label_names_what_each_metric_floor_is():
     assert floor_label(["path-rms"]) == "noise floor (path-rms: reference vs. half its steps)"
     assert floor_label(["sw2", "w2", "path-rms", "w2"]) == (
         "noise floor (sw2, w2: two exact samples; path-rms: reference vs. half its steps)")
-    assert floor_label(["fid"]) == "noise floor (fid)"
+    assert floor_label(["fid"]) == "noise floor (fid: as many real images)"

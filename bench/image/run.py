@@ -73,9 +73,9 @@ class FIDHook:
 
     def __init__(self, cfg: ImageRunConfig):
         fid = importlib.import_module("bench.image.fid")
-        self.fid = fid
+        self.fid, self.cfg, self._floors = fid, cfg, {}
         cache = Path(cfg.fid_cache_dir) if cfg.fid_cache_dir else None
-        root = Path(cfg.fid_data_root) if cfg.fid_data_root else None
+        root = self.root = Path(cfg.fid_data_root) if cfg.fid_data_root else None
         try:
             self.extractor = fid.make_extractor(cfg.fid_extractor, cache)
 
@@ -89,6 +89,16 @@ class FIDHook:
 
     def __call__(self, x: torch.Tensor) -> float:
         return float(self.fid.fid(to_uint8(x), self.stats, self.extractor))
+
+    def floor(self, n: int) -> float:
+        """FID of n real training images outside the reference subset against the same statistics:
+        what an exact sampler scores at this sample size (FID's small-sample bias); NaN when the
+        split has fewer than reference + n images."""
+        if n not in self._floors:
+            ref = self.cfg.fid_reference
+            real = load_dataset(self.cfg.fid_dataset, self.root, subset=ref + n)[ref:]
+            self._floors[n] = self(real) if len(real) == n else math.nan
+        return self._floors[n]
 
 
 def fid_hook(cfg: ImageRunConfig) -> Callable[[torch.Tensor], float] | None:
@@ -210,5 +220,7 @@ def _score(res: BatchedSample, base: dict, steps: int, ref: tuple[torch.Tensor, 
              "metric_time": time.perf_counter() - start}]
     if fid is not None:
         start = time.perf_counter()
-        rows.append({**row, "metric": "fid", "value": fid(res.x), "metric_time": time.perf_counter() - start})
+        floor = getattr(fid, "floor", None)
+        rows.append({**row, "metric": "fid", "value": fid(res.x), "metric_time": time.perf_counter() - start,
+                     "noise_floor": floor(len(res.x)) if floor is not None else math.nan})
     return rows
