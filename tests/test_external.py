@@ -146,11 +146,13 @@ def test_w2_exact_refuses_a_non_affine_sampler():
 
 
 @pytest.mark.parametrize("spec", ["kdiff:sample_dpmpp_sde", "kdiff:sample_dpmpp_sde[noise=iid]",
-                                  "kdiff:sample_euler_ancestral"])
+                                  "kdiff:sample_euler_ancestral", "diffusers:EulerAncestralDiscreteScheduler",
+                                  "diffusers:DPMSolverMultistepScheduler[algorithm_type=sde-dpmsolver++]"])
 def test_probed_law_of_a_stochastic_sampler_matches_monte_carlo(spec):
     """On a Gaussian target the probed mean and covariance (x_T and noise slots) are the law of the
     samples the sampler draws with its own noise: dpmpp_sde asks for overlapping Brownian increments
-    (substep and full step), which the Brownian slots' min(a, b) covariance must capture."""
+    (substep and full step), which the Brownian slots' min(a, b) covariance must capture; diffusers'
+    schedulers get our noise through their module's randn_tensor."""
     from bench.external import _probe_noise
 
     problem, model, _ = _setup()

@@ -10,8 +10,12 @@ scaled input `scale_model_input(x, k)` at time t_k (fractional k interpolates).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import itertools
 import math
+import sys
+import unittest.mock
 from typing import Any
 
 import torch
@@ -19,6 +23,7 @@ from torch import Tensor
 
 from solvers.external.base import CountingModel, ExternalSolver, NoiseHook, Run, is_denoise, missing, set_meta
 from solvers.model import Model
+from solvers.noise import IidNoise
 from solvers.registry import UnknownSolverError
 
 KNOTS = 1000
@@ -64,6 +69,15 @@ def available() -> list[str]:
 class DiffusersSolver(ExternalSolver):
     prefix = "diffusers:"
 
+    @property
+    def noise_kind(self) -> str | None:  # type: ignore[override]
+        """'iid' when the scheduler draws its noise through its module's `randn_tensor` (one fresh
+        normal per call), which `run` replaces by our noise; None otherwise (DPMSolverSDE's own
+        Brownian tree)."""
+        if not self.stochastic or "randn_tensor" not in vars(_module(self.target)):
+            return None
+        return "iid"
+
     def run(self, model: Model, problem: Any, steps: int, x_T: Tensor, seed: int, grid: Tensor,
             noise: NoiseHook | None = None) -> Run:
         sched = problem.schedule
@@ -77,10 +91,11 @@ class DiffusersSolver(ExternalSolver):
         gen = torch.Generator().manual_seed(seed)
         extra = {"generator": gen} if "generator" in inspect.signature(scheduler.step).parameters else {}
         x = x_T * float(scheduler.init_noise_sigma)
-        for k in scheduler.timesteps:
-            t = problem.t_min + (problem.t_max - problem.t_min) * float(k) / (KNOTS - 1)
-            eps = counted(scheduler.scale_model_input(x, k), t).eps.to(x.dtype)
-            x = scheduler.step(eps, k, x, **extra).prev_sample
+        with self._noise(noise or IidNoise(seed).normal):
+            for k in scheduler.timesteps:
+                t = problem.t_min + (problem.t_max - problem.t_min) * float(k) / (KNOTS - 1)
+                eps = counted(scheduler.scale_model_input(x, k), t).eps.to(x.dtype)
+                x = scheduler.step(eps, k, x, **extra).prev_sample
         sigmas = getattr(scheduler, "sigmas", None)
         if sigmas is not None and len(sigmas):
             s_end = float(sigmas[-1])
@@ -93,6 +108,24 @@ class DiffusersSolver(ExternalSolver):
         if float(scheduler.init_noise_sigma) > 1 + 1e-6:  # k-diffusion-style: x / alpha
             x = x * float(sched.alpha(t_end))
         return Run(x, counted.calls, t_end, counted.last_t)
+
+
+    def _noise(self, hook: NoiseHook) -> contextlib.AbstractContextManager:
+        """Within it the scheduler's `randn_tensor` returns hook(i, i + 1, ...) for its i-th draw."""
+        if self.noise_kind is None:
+            return contextlib.nullcontext()
+        calls = itertools.count()
+
+        def draw(shape, generator=None, device=None, dtype=None, layout=None) -> Tensor:
+            i = next(calls)
+            like = torch.empty(tuple(shape), dtype=dtype or torch.float32)
+            return hook(float(i), float(i + 1), like).to(device=device or "cpu", dtype=like.dtype)
+
+        return unittest.mock.patch.object(_module(self.target), "randn_tensor", draw)
+
+
+def _module(target: str):
+    return sys.modules[getattr(_lib(), target).__module__]
 
 
 def make(target: str, params: dict[str, Any]) -> DiffusersSolver:
