@@ -33,7 +33,7 @@ from solvers.external import ExternalSolver, Run
 from solvers.model import Model
 
 AFFINE_TOL = 1e-4  # relative; the libraries' float32 tables leave ~1e-7
-FLOAT32_SLACK = 1e-6  # ~10 float32 ulps of the output's magnitude
+FLOAT32_SLACK = 1e-5  # ~100 float32 ulps of the output: rounding accumulated over hundreds of float32 steps
 
 def external_w2(problem: Problem, solver: ExternalSolver, model: Model, times: Tensor, seed: int,
                 prior: tuple[Tensor, Tensor] | None, dtype: torch.dtype) -> float:
