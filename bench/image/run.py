@@ -101,7 +101,7 @@ class FIDHook:
         return self._floors[n]
 
 
-def fid_hook(cfg: ImageRunConfig) -> Callable[[torch.Tensor], float] | None:
+def fid_hook(cfg: ImageRunConfig) -> FIDHook | None:
     if cfg.fid_dataset is None:
         return None
     if importlib.util.find_spec("bench.image.fid") is None:
@@ -210,7 +210,7 @@ def _base_row(cfg: ImageRunConfig, problem: str, schedule: str, solver: Solver) 
 
 
 def _score(res: BatchedSample, base: dict, steps: int, ref: tuple[torch.Tensor, float],
-           fid: Callable[[torch.Tensor], float] | None) -> list[dict]:
+           fid: FIDHook | None) -> list[dict]:
     row = {**base, "steps": steps, "nfe": res.nfe, "sample_time": res.wall_time, "status": "ok", "reason": ""}
     if not torch.isfinite(res.x).all():
         return [{**row, "metric": "path-rms", "value": math.nan, "status": "diverged",
@@ -220,7 +220,6 @@ def _score(res: BatchedSample, base: dict, steps: int, ref: tuple[torch.Tensor, 
              "metric_time": time.perf_counter() - start}]
     if fid is not None:
         start = time.perf_counter()
-        floor = getattr(fid, "floor", None)
         rows.append({**row, "metric": "fid", "value": fid(res.x), "metric_time": time.perf_counter() - start,
-                     "noise_floor": floor(len(res.x)) if floor is not None else math.nan})
+                     "noise_floor": fid.floor(len(res.x))})
     return rows

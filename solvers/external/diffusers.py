@@ -109,7 +109,6 @@ class DiffusersSolver(ExternalSolver):
             x = x * float(sched.alpha(t_end))
         return Run(x, counted.calls, t_end, counted.last_t)
 
-
     def _noise(self, hook: NoiseHook) -> contextlib.AbstractContextManager:
         """Within it the scheduler's `randn_tensor` returns hook(i, i + 1, ...) for its i-th draw."""
         if self.noise_kind is None:

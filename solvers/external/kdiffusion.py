@@ -104,7 +104,10 @@ class KdiffSolver(ExternalSolver):
 
     @property
     def noise_kind(self) -> str | None:  # type: ignore[override]
-        if not self.stochastic:
+        """The config's kind when the sampler injects noise through a `noise_sampler` (sample_heun
+        with s_churn draws its own with randn_like: None)."""
+        fn = getattr(load_sampling(), self.target)
+        if not self.stochastic or "noise_sampler" not in inspect.signature(fn).parameters:
             return None
         return str(self.config.get("noise", "brownian"))
 
@@ -115,7 +118,7 @@ class KdiffSolver(ExternalSolver):
         grid = torch.as_tensor(grid, dtype=torch.float64)
         sigmas = torch.cat([sched.sigma_tilde(grid), torch.zeros(1, dtype=torch.float64)]).to(x_T.dtype)
         kw = {k: v for k, v in self.config.items() if k != "noise"}
-        if self.noise_kind is not None and "noise_sampler" in inspect.signature(fn).parameters:
+        if self.noise_kind is not None:
             hook = noise or self._noise(seed, float(sigmas.max()))
             kw["noise_sampler"] = lambda s, s_next: hook(float(s), float(s_next), x_T).to(x_T.dtype)
         denoiser = KDenoiser(model)
