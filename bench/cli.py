@@ -69,7 +69,8 @@ FORMAT = click.option("--format", "fmt", type=click.Choice(["table", "json"]), d
 @click.option("--tag", default=None, help="Only solvers with this tag or selector (ode, sde, ...).")
 @click.option("--external", is_flag=True, help="diffusers:/kdiff: solvers the installed peers offer.")
 def list_solvers(fmt: str, tag: str | None, external: bool) -> None:
-    """Registered solvers with declared order, NFE per step and reference."""
+    """Registered solvers: declared (weak) order, strong order, the order this implementation is capped
+    at (and why), NFE per step. JSON adds the sources of the orders and the method's reference."""
     from solvers import resolve
 
     rows = []
@@ -81,8 +82,14 @@ def list_solvers(fmt: str, tag: str | None, external: bool) -> None:
             continue
         info = solver.describe()
         if fmt == "table":
-            info = {k: info[k] for k in ("name", "order", "stochastic", "nfe_per_step", "tags", "reference")}
-            info["tags"] = ",".join(info["tags"])
+            info = {k: info[k] for k in ("name", "order", "strong_order", "order_cap", "nfe_per_step", "tags",
+                                         "order_note")}
+            info["tags"] = ",".join(t for t in info["tags"] if t not in ("ode", "sde")) + (
+                ",sde" if solver.stochastic else ",ode")
+            info["strong_order"] = "–" if info["strong_order"] is None else info["strong_order"]
+            info["order_cap"] = "–" if info["order_cap"] is None else info["order_cap"]
+            note = info["order_note"]
+            info["order_note"] = note if len(note) <= 60 else note[:59] + "…"  # whole in --format json
         rows.append(info)
     _emit(rows, fmt)
 
@@ -221,7 +228,8 @@ def _summary(out: Path) -> None:
                            aggfunc="mean")
     orders = pd.read_csv(out / "orders.csv")
     if not orders.empty:
-        o = orders[orders.axis == "steps"].set_index(["problem", "metric", "solver"])[["order", "theory"]]
+        o = orders[orders.axis == "steps"].set_index(["problem", "metric", "solver"])[
+            ["order", "theory", "verdict"]]
         table = table.join(o, how="left")
     fmt = "{:.3g}".format
     with pd.option_context("display.width", 250, "display.max_rows", 500, "display.float_format", fmt):

@@ -5,10 +5,13 @@ Two regimes, always kept apart:
   so its output law is an exact Gaussian (bench/exact_law.py) compared with the exact marginal by
   the Bures formula. `path-rms` compares each sample with a high-accuracy solution from the same
   x_T (and Brownian path): its only floor is the reference's own error (bench/reference.py).
-- `w2`, `sw2`, `sinkhorn`, `mmd` compare n solver samples with n exact samples of p_{t_min}; even a
+- `w2`, `sw2`, `sinkhorn`, `mmd-sample` compare n solver samples with n exact samples of p_{t_min}; even a
   perfect solver scores the *noise floor*, the same metric between two independent exact samples
   (REFERENCE.md: exact W2 of two 4,000-point 2-D standard Gaussian samples is ~0.10). A value
   within ~3x its floor says nothing about the solver (bench/orders.py excludes such points).
+- The weak metrics (`weak-mean`, `weak-cov`, `weak-bump`, `mmd`) and `path-median` pair each sample
+  with the reference too (bench/paired.py): control variates put their floor far below the
+  sampling floor of the sample metrics, and each row carries its standard error.
 
 Seeds: exact samples are drawn from a torch.Generator seeded with numpy's SeedSequence hash of
 (_EXACT_STREAM, stream, seed) and never from `manual_seed(seed)` itself, which is what the sweep
@@ -39,13 +42,18 @@ class MetricError(ValueError):
 
 METRICS: dict[str, str] = {
     "w2-exact": "exact W2 (Bures) between the solver's Gaussian output law and p_t_min; Gaussian targets",
+    "weak-mean": "weak: |E X_N - E X|, control variate paired with the reference (stderr column)",
+    "weak-cov": "weak: |Cov X_N - Cov X|_F, control variate paired with the reference",
+    "weak-bump": "weak: RMS over 64 fixed Gaussian bumps f of E f(X_N) - E f(X), paired control variate",
+    "mmd": "weak: Gaussian-kernel MMD of the solver's law to the exact law, paired U-statistic",
+    "path-rms": "strong: RMS distance to a high-accuracy solution from the same x_T (and Brownian path)",
+    "path-median": "strong: median of that distance (not ruled by the few samples near a separatrix)",
     "w2": "exact optimal-transport W2 between solver samples and exact samples (POT emd2)",
     "sw2": "sliced W2 with 200 seeded random projections (POT), samples vs exact samples",
     "sinkhorn": "sqrt of the debiased Sinkhorn divergence, reg = 0.05 x mean squared distance",
-    "mmd": "sqrt of the unbiased Gaussian-kernel MMD^2 (median-heuristic bandwidth), clipped at 0",
-    "path-rms": "RMS distance to a high-accuracy solution from the same x_T (and Brownian path)",
+    "mmd-sample": "sqrt of the unbiased Gaussian-kernel MMD^2 between solver and exact samples (unpaired)",
 }
-SAMPLE_METRICS: tuple[str, ...] = ("w2", "sw2", "sinkhorn", "mmd")
+SAMPLE_METRICS: tuple[str, ...] = ("w2", "sw2", "sinkhorn", "mmd-sample")
 
 # Default sample sizes. emd2 is O(n^3)-ish: ~0.4 s at n = 1000, ~1 s at 2000, ~3.6 s at 4000 on this
 # machine (REFERENCE.md), and its floor only falls like n^(-1/d); 2000 balances time and floor.
@@ -54,7 +62,8 @@ SAMPLE_METRICS: tuple[str, ...] = ("w2", "sw2", "sinkhorn", "mmd")
 # on two cores, like emd2, so 2000. MMD is three kernel matrices: 2000 points (32 MB each) take
 # ~0.5 s (its floor, four pairs, ~2 s once per problem). path-rms has no floor of its own and its
 # cost is the reference integration: 1000 samples give ~3 % relative precision on the RMS.
-DEFAULT_SAMPLES: dict[str, int] = {"w2": 2000, "sw2": 4000, "sinkhorn": 2000, "mmd": 2000, "path-rms": 1000}
+DEFAULT_SAMPLES: dict[str, int] = {"w2": 2000, "sw2": 4000, "sinkhorn": 2000, "mmd-sample": 2000,
+                                   "path-rms": 1000}
 SW2_PROJECTIONS = 200
 SINKHORN_REG = 0.05  # entropic regularization relative to the mean squared pairwise distance
 MMD_MAX_MEDIAN_POINTS = 1000  # points used for the median-heuristic bandwidth
@@ -153,7 +162,7 @@ def _mmd(x: Tensor, y: Tensor, seed: int) -> float:
     return math.sqrt(max(_mmd2(x, y, seed), 0.0))
 
 
-_SAMPLE_FUNCS = {"w2": _w2, "sw2": _sw2, "sinkhorn": _sinkhorn, "mmd": _mmd}
+_SAMPLE_FUNCS = {"w2": _w2, "sw2": _sw2, "sinkhorn": _sinkhorn, "mmd-sample": _mmd}
 
 
 def sample_metric(name: str, x: Tensor, y: Tensor, seed: int = 0) -> float:
@@ -193,7 +202,7 @@ def noise_floor(name: str, problem: Problem, n: int, seed: int) -> float:
                           f"sample metrics: {', '.join(SAMPLE_METRICS)}")
     key = (problem.name, problem.schedule.name, problem.t_min, name, n, seed)
     if key not in _FLOOR_CACHE:
-        if name == "mmd":
+        if name == "mmd-sample":
             vals = [_mmd2(_as_float64(exact_samples(problem, n, seed, stream=2 * k + 1)),
                           _as_float64(exact_samples(problem, n, seed, stream=2 * k + 2)), seed)
                     for k in range(MMD_FLOOR_PAIRS)]

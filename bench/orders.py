@@ -10,18 +10,30 @@ seeds), then
    standard error from the quadratic fit's residuals, so noise alone does not trigger it) and
    (b) the coarsest local slope differs from the finer levels' slope by as much, so a bend at the
    fine end does not eat the coarse levels; always keeping MIN_POINTS levels;
+   Rows with a standard error (`stderr`) also leave out levels whose error is under
+   STDERR_FACTOR (2) x its standard error: they are not distinguishable from zero;
 3. the order is minus the least-squares slope over the kept levels; its 95 % interval comes from
-   a bootstrap (BOOTSTRAP resamples, fixed generator): over seeds when there are two or more
-   (resample seeds with replacement, recompute the level means, refit), else over the fit's
-   residuals (inflated by sqrt(n / (n - 2))).
+   a bootstrap (BOOTSTRAP resamples, fixed generator): parametric when the rows carry standard
+   errors (each level's log error redrawn with its standard error: the larger of the one its rows
+   state and the scatter between seeds), else over seeds when there are two or more (resample
+   seeds with replacement, recompute the level means, refit), else over the fit's residuals
+   (inflated by sqrt(n / (n - 2))).
 The fine end is not trimmed beyond the floor rule: a slope that bends there (order reduction,
-round-off) is a finding, and the note says so.
+round-off) is a finding, and the note says so. The local slopes between consecutive kept levels,
+with their standard errors, are kept for the verdict.
 
 `orders_table` applies this per (problem, schedule, model, solver, family, grid, metric) and axis
-("steps", "nfe") and decides agreement with theory: agrees iff the order is finite and
-ci_low - tol <= theory <= ci_high + tol, tol = 0.15 for ODE solvers and 0.2 for stochastic ones
-(weak orders from sample metrics are noisier). The tolerance absorbs the pre-asymptotic bias of
-finite N; the interval absorbs the statistical error.
+("steps", "nfe") and compares with the theory the rows carry (bench/theory.py: weak order for
+errors in law, strong order for pathwise errors, an interval [theory, theory_max] where the
+implementation caps the nominal order). `verdict` is three-valued, tol = 0.15 for ODE solvers and
+0.2 for stochastic ones (the pre-asymptotic bias of finite N):
+- agrees: the CI overlaps [theory - tol, theory_max + tol], is no wider than CI_MAX_WIDTH, and so
+  does the finest local slope (within 2 of its standard errors);
+- disagrees: the CI excludes that band and the two finest local slopes agree with each other
+  within tol, with a standard error of their difference below tol: the slope has settled away
+  from theory;
+- unresolved otherwise, with the reason: too few levels above the floor or standard error, local
+  slopes still drifting, or a CI too wide to decide.
 """
 
 from __future__ import annotations
@@ -33,12 +45,15 @@ import numpy as np
 import pandas as pd
 
 FLOOR_FACTOR = 3.0
+STDERR_FACTOR = 2.0
+CI_MAX_WIDTH = 0.6
 MIN_POINTS = 3
 SLOPE_TOL = 0.1
 BOOTSTRAP = 2000
 GROUP_KEYS = ("problem", "schedule", "model", "solver", "family", "grid", "metric")
-ORDER_COLUMNS = [*GROUP_KEYS, "axis", "order", "ci_low", "ci_high", "theory", "agrees", "n_points",
-                 "n_excluded", "note"]
+ORDER_COLUMNS = [*GROUP_KEYS, "axis", "order", "ci_low", "ci_high", "theory", "theory_max", "theory_kind",
+                 "verdict", "reason", "finest_slope", "n_points", "n_excluded", "note"]
+VERDICTS = ("agrees", "disagrees", "unresolved")
 
 
 @dataclass
@@ -51,6 +66,8 @@ class OrderFit:
     note: str
     used: np.ndarray = field(repr=False)  # per input point: its level is in the fit
     below_floor: np.ndarray = field(repr=False)  # per input point: its level is under 3x the floor
+    local_slopes: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)  # orders, coarse first
+    local_se: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
 
 
 def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray]:
@@ -84,7 +101,7 @@ def _coarse_cut(lx: np.ndarray, ly: np.ndarray) -> int:
     return 0
 
 
-def fit_order(steps_or_nfe, errors, noise_floor=None, seeds=None) -> OrderFit:
+def fit_order(steps_or_nfe, errors, noise_floor=None, seeds=None, stderr=None) -> OrderFit:
     """Observed order p (error ~ C N^-p) with a bootstrap 95 % interval; see the module doc."""
     x = np.asarray(steps_or_nfe, dtype=float).ravel()
     e = np.asarray(errors, dtype=float).ravel()
@@ -92,20 +109,36 @@ def fit_order(steps_or_nfe, errors, noise_floor=None, seeds=None) -> OrderFit:
         raise ValueError(f"{len(x)} step counts but {len(e)} errors")
     floor = np.broadcast_to(np.asarray(np.nan if noise_floor is None else noise_floor, dtype=float),
                             x.shape)
+    se = np.broadcast_to(np.asarray(np.nan if stderr is None else stderr, dtype=float), x.shape)
     seed_arr = np.zeros(len(x)) if seeds is None else np.asarray(seeds).ravel()
     valid = np.isfinite(x) & (x > 0) & np.isfinite(e) & (e > 0)
     used, below = np.zeros(len(x), bool), np.zeros(len(x), bool)
     levels = np.unique(x[valid])
-    kept = []
+    kept, level_se = [], []
+    n_noise = 0
     for level in levels:
         rows = valid & (x == level)
         mean_floor = np.nanmean(floor[rows]) if np.isfinite(floor[rows]).any() else np.nan
-        if np.isfinite(mean_floor) and math.exp(np.log(e[rows]).mean()) < FLOOR_FACTOR * mean_floor:
+        mean_e = math.exp(np.log(e[rows]).mean())
+        # the level mean's standard error: sqrt(sum se_i^2) / k over its k rows
+        stated = math.sqrt(np.nansum(se[rows] ** 2)) / rows.sum() if np.isfinite(se[rows]).any() else np.nan
+        if np.isfinite(mean_floor) and mean_e < FLOOR_FACTOR * mean_floor:
             below |= rows
+        elif np.isfinite(stated) and mean_e < STDERR_FACTOR * stated:
+            below |= rows
+            n_noise += 1
         else:
             kept.append(level)
+            logs = np.log(e[rows])  # in log: relative standard errors
+            scatter = logs.std(ddof=1) / math.sqrt(len(logs)) if len(logs) > 1 else np.nan
+            level_se.append(np.nanmax([stated / mean_e, scatter]) if np.isfinite([stated, scatter]).any()
+                            else np.nan)
     n_below = len(levels) - len(kept)
-    notes = [f"{n_below} level(s) below {FLOOR_FACTOR:g}x noise floor"] if n_below else []
+    notes = []
+    if n_below - n_noise:
+        notes.append(f"{n_below - n_noise} level(s) below {FLOOR_FACTOR:g}x noise floor")
+    if n_noise:
+        notes.append(f"{n_noise} level(s) below {STDERR_FACTOR:g}x standard error")
     if len(kept) < MIN_POINTS:
         notes.append(f"fewer than {MIN_POINTS} usable levels")
         return OrderFit(math.nan, math.nan, math.nan, len(kept), n_below, "; ".join(notes), used, below)
@@ -113,24 +146,30 @@ def fit_order(steps_or_nfe, errors, noise_floor=None, seeds=None) -> OrderFit:
     kept_arr = np.array(kept)
     lx = np.log(kept_arr)
     ly = np.array([np.log(e[valid & (x == lv)]).mean() for lv in kept_arr])
+    ly_se = np.array(level_se)
     cut = _coarse_cut(lx, ly)
     if cut:
         notes.append(f"dropped {cut} coarsest level(s) as pre-asymptotic")
-    lx, ly, kept_arr = lx[cut:], ly[cut:], kept_arr[cut:]
+    lx, ly, ly_se, kept_arr = lx[cut:], ly[cut:], ly_se[cut:], kept_arr[cut:]
     for lv in kept_arr:
         used |= valid & (x == lv)
     slope, intercept, resid = _ols(lx, ly)
     order = -slope
-    if len(lx) >= MIN_POINTS + 1:
-        tail = (ly[-1] - ly[-2]) / (lx[-1] - lx[-2])
-        if abs(-tail - order) > 0.3 * max(1.0, abs(order)):
-            notes.append(f"finest local order {-tail:.2f} differs from the fit")
+    local = -np.diff(ly) / np.diff(lx)
+    local_se = np.sqrt(np.nan_to_num(ly_se[1:]) ** 2 + np.nan_to_num(ly_se[:-1]) ** 2) / np.diff(lx)
+    if len(lx) >= MIN_POINTS + 1 and abs(local[-1] - order) > 0.3 * max(1.0, abs(order)):
+        notes.append(f"finest local order {local[-1]:.2f} differs from the fit")
 
     rng = np.random.default_rng(0)
     distinct = np.unique(seed_arr[used])
     boot = []
-    if len(distinct) >= 2:
-        notes.append(f"CI: bootstrap over {len(distinct)} seeds")
+    if np.isfinite(se[used]).any() and np.isfinite(ly_se).all():
+        notes.append("CI: parametric bootstrap over the levels' standard errors, joined with the "
+                     "residual bootstrap (lack of fit)")
+        for _ in range(BOOTSTRAP):
+            boot.append(-_ols(lx, ly + ly_se * rng.standard_normal(len(ly)))[0])
+    elif len(distinct) >= 2:
+        notes.append(f"CI: bootstrap over {len(distinct)} seeds, joined with the residual bootstrap")
         rows_of = {lv: [np.log(e[used & (x == lv) & (seed_arr == s)]) for s in distinct] for lv in kept_arr}
         for _ in range(BOOTSTRAP):
             pick = rng.integers(0, len(distinct), len(distinct))
@@ -144,16 +183,52 @@ def fit_order(steps_or_nfe, errors, noise_floor=None, seeds=None) -> OrderFit:
                 boot.append(-_ols(np.array(bx), np.array(by))[0])
     else:
         notes.append("CI: residual bootstrap (one seed)")
-        scale = math.sqrt(len(lx) / (len(lx) - 2)) if len(lx) > 2 else 1.0
-        fitted = intercept + slope * lx
-        for _ in range(BOOTSTRAP):
-            boot.append(-_ols(lx, fitted + scale * rng.choice(resid, len(resid)))[0])
-    lo, hi = (float(v) for v in np.percentile(boot, [2.5, 97.5])) if boot else (math.nan, math.nan)
+    scale = math.sqrt(len(lx) / (len(lx) - 2)) if len(lx) > 2 else 1.0
+    fitted = intercept + slope * lx
+    residual_boot = [-_ols(lx, fitted + scale * rng.choice(resid, len(resid)))[0] for _ in range(BOOTSTRAP)]
+    bounds = [np.percentile(b, [2.5, 97.5]) for b in (boot, residual_boot) if b]
+    lo, hi = min(float(b[0]) for b in bounds), max(float(b[1]) for b in bounds)
     excluded = n_below + cut
-    return OrderFit(order, min(lo, order), max(hi, order), len(lx), excluded, "; ".join(notes), used, below)
+    return OrderFit(order, min(lo, order), max(hi, order), len(lx), excluded, "; ".join(notes), used, below,
+                    local, local_se)
 
 
-NO_ORDER_METRICS = ("fid",)
+def verdict(fit: OrderFit, low: float, high: float, tol: float) -> tuple[str, str]:
+    """(agrees | disagrees | unresolved, reason) of a fit against the theory interval [low, high]."""
+    if not math.isfinite(low):
+        return "unresolved", "no theory order to compare with"
+    if not math.isfinite(fit.order):
+        return "unresolved", fit.note or "no order could be fitted"
+    band = (low - tol, high + tol)
+    theory = f"{low:g}" if low == high else f"{low:g}..{high:g}"
+    ci = f"CI [{fit.ci_low:.2f}, {fit.ci_high:.2f}]"
+    overlaps = fit.ci_high >= band[0] and fit.ci_low <= band[1]
+    finest, finest_se = fit.local_slopes[-1], fit.local_se[-1]
+    finest_in = finest + 2 * finest_se >= band[0] and finest - 2 * finest_se <= band[1]
+    local = ", ".join(f"{v:.2f}" for v in fit.local_slopes[-3:])
+    if overlaps and fit.ci_high - fit.ci_low > CI_MAX_WIDTH:
+        return "unresolved", f"{ci} too wide to decide against {theory}"
+    if overlaps and finest_in:
+        return "agrees", ""
+    # settled: the two finest local slopes agree within tol, and are measured well enough to show it
+    settled = (len(fit.local_slopes) >= 2 and abs(fit.local_slopes[-1] - fit.local_slopes[-2]) <= tol
+               and math.hypot(fit.local_se[-1], fit.local_se[-2]) <= tol)
+    if not overlaps and settled:
+        return "disagrees", f"{ci} excludes {theory} ± {tol:g}; finest local slopes {local} have settled"
+    if overlaps:
+        return "unresolved", (f"{ci} overlaps {theory} ± {tol:g} but the finest local slope "
+                              f"{finest:.2f} ± {2 * finest_se:.2f} does not (local slopes {local})")
+    return "unresolved", f"{ci} excludes {theory} ± {tol:g} but the local slopes {local} are still drifting"
+
+
+NO_ORDER_METRICS = ("fid", "mode-flips")
+
+
+def _column(group: pd.DataFrame, name: str, fallback: str | None = None) -> float:
+    for col in (name, fallback):
+        if col and col in group and pd.notna(group[col].iloc[0]):
+            return float(group[col].iloc[0])
+    return math.nan
 
 
 def orders_table(results: pd.DataFrame, tolerance: float = 0.15,
@@ -169,20 +244,23 @@ def orders_table(results: pd.DataFrame, tolerance: float = 0.15,
         return pd.DataFrame(columns=ORDER_COLUMNS)
     for group_key, group in ok.groupby(keys, sort=True, dropna=False):
         base = dict(zip(keys, group_key if isinstance(group_key, tuple) else (group_key,), strict=True))
-        theory = float(group["theory_order"].iloc[0]) if "theory_order" in group else math.nan
+        low = _column(group, "theory_order")
+        high = _column(group, "theory_order_max", "theory_order")
+        kind = str(group["theory_kind"].iloc[0]) if "theory_kind" in group else ""
         stochastic = bool(group["stochastic"].astype(bool).any()) if "stochastic" in group else False
         tol = stochastic_tolerance if stochastic else tolerance
         floor = group["noise_floor"].astype(float).to_numpy() if "noise_floor" in group else None
+        stderr = group["stderr"].astype(float).to_numpy() if "stderr" in group else None
         seeds = group["seed"].to_numpy() if "seed" in group else None
         for axis in ("steps", "nfe"):
             if axis not in group:
                 continue
-            fit = fit_order(group[axis].to_numpy(), group["value"].to_numpy(), floor, seeds)
-            agrees = (math.isfinite(fit.order) and math.isfinite(theory)
-                      and fit.ci_low - tol <= theory <= fit.ci_high + tol)
-            note = fit.note if math.isfinite(theory) else "; ".join(filter(None, [fit.note, "no theory"]))
+            fit = fit_order(group[axis].to_numpy(), group["value"].to_numpy(), floor, seeds, stderr)
+            verdict_, reason = verdict(fit, low, high, tol)
             out.append({**base, "axis": axis, "order": fit.order, "ci_low": fit.ci_low,
-                        "ci_high": fit.ci_high, "theory": theory, "agrees": bool(agrees),
-                        "n_points": fit.n_points, "n_excluded": fit.n_excluded, "note": note})
+                        "ci_high": fit.ci_high, "theory": low, "theory_max": high,
+                        "theory_kind": "" if kind == "nan" else kind, "verdict": verdict_, "reason": reason,
+                        "finest_slope": fit.local_slopes[-1] if len(fit.local_slopes) else math.nan,
+                        "n_points": fit.n_points, "n_excluded": fit.n_excluded, "note": fit.note})
     table = pd.DataFrame(out)
     return table.reindex(columns=[c for c in ORDER_COLUMNS if c in table.columns or c not in GROUP_KEYS])

@@ -46,7 +46,7 @@ def findings_table(rows: pd.DataFrame, orders: pd.DataFrame | None) -> pd.DataFr
             fit = orders[(orders["problem"] == problem) & (orders["solver"] == solver)
                          & (orders["metric"] == metric) & (orders["axis"] == "steps")]
             for _, f in fit.iterrows():
-                if np.isfinite(f["order"]) and np.isfinite(f["theory"]) and not f["agrees"] \
+                if np.isfinite(f["order"]) and np.isfinite(f["theory"]) and f["verdict"] == "disagrees" \
                         and f["order"] < f["theory"]:
                     found.append(f"order below theory: {f['order']:.2f} vs {f['theory']:g}")
         if found:

@@ -37,7 +37,7 @@ RESULT_COLUMNS = (
 )
 ORDER_COLUMNS = (
     "problem", "schedule", "model", "solver", "family", "grid", "metric", "axis", "order", "ci_low",
-    "ci_high", "theory", "agrees", "n_points", "n_excluded", "note",
+    "ci_high", "theory", "verdict", "n_points", "n_excluded", "note",
 )
 _NUMERIC = ("theory_order", "steps", "nfe", "seed", "value", "noise_floor", "n_samples", "sample_time",
             "metric_time", "tolerance")
@@ -45,14 +45,20 @@ _ORDER_NUMERIC = ("order", "ci_low", "ci_high", "theory", "n_points", "n_exclude
 METRIC_LABELS = {
     "w2-exact": "exact $W_2$ [data units]", "w2": "$W_2$ (EMD) [data units]",
     "sw2": "sliced $W_2$ [data units]", "sinkhorn": "Sinkhorn $W_2$ [data units]",
-    "path-rms": "path RMS error [data units]", "mmd": "MMD [-]", "fid": "FID [-]",
+    "path-rms": "path RMS error [data units]", "path-median": "path median error [data units]",
+    "weak-mean": "weak: $|E X_N - E X|$ [data units]", "weak-cov": "weak: $|Cov_N - Cov|_F$ [data units$^2$]",
+    "weak-bump": "weak: RMS bump error [-]", "mmd": "weak: MMD [-]", "mmd-sample": "MMD (unpaired) [-]",
+    "fid": "FID [-]",
 }
 NFE_LABEL = "NFE [model evaluations]"
 TIME_LABEL = "sampling wall time [s]"
 # what the noise_floor column holds, per metric (bench/metrics.py, bench/reference.py, bench/image/run.py)
 FLOOR_SOURCES = {
     "path-rms": "reference vs. half its steps",  # the reference's self-check, sweep and image-run alike
-    **{m: "two exact samples" for m in ("w2", "sw2", "sinkhorn", "mmd")},
+    "path-median": "reference vs. half its steps",
+    **{m: "two exact samples" for m in ("w2", "sw2", "sinkhorn", "mmd-sample")},
+    # bench/paired.py: the norm with no signal plus the reference's Richardson correction
+    **{m: "paired noise + reference bias" for m in ("weak-mean", "weak-cov", "weak-bump", "mmd")},
     "fid": "as many real images",  # bench/image/run.py FIDHook.floor: held-out training images
 }
 
@@ -89,9 +95,17 @@ def _first_line(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
-def _read_table(path: Path, required: Sequence[str], numeric: Sequence[str]) -> pd.DataFrame:
+def _legacy_orders(frame: pd.DataFrame) -> pd.DataFrame:
+    """orders.csv written before three-valued verdicts: a boolean `agrees`."""
+    if "verdict" not in frame.columns and "agrees" in frame.columns:
+        frame["verdict"] = np.where(_as_bool(frame["agrees"]), "agrees", "disagrees")
+    return frame
+
+
+def _read_table(path: Path, required: Sequence[str], numeric: Sequence[str],
+                legacy=lambda frame: frame) -> pd.DataFrame:
     try:
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        frame = legacy(pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path))
     except Exception as exc:  # any parse failure is the user's malformed file
         raise ResultsError(f"cannot read {path}: {_first_line(exc)}") from None
     missing = [c for c in required if c not in frame.columns]
@@ -149,12 +163,12 @@ def load_results(results_dir: Path | str, solvers: list[str] | None = None,
     orders_path = directory / "orders.csv"
     if orders_path.exists():
         try:
-            orders = _read_table(orders_path, ORDER_COLUMNS, _ORDER_NUMERIC)
+            orders = _read_table(orders_path, ORDER_COLUMNS, _ORDER_NUMERIC, legacy=_legacy_orders)
         except ResultsError as exc:
             if "No columns to parse" not in str(exc):
                 raise
             orders = pd.DataFrame(columns=list(ORDER_COLUMNS))  # an empty file: no fits were possible
-        orders["agrees"] = _as_bool(orders["agrees"])
+        orders["verdict"] = orders["verdict"].fillna("unresolved").astype(str)
         orders["note"] = orders["note"].fillna("").astype(str)
         keep = _matches(orders["solver"], solvers) & _matches(orders["problem"], problems)
         orders = orders[keep].reset_index(drop=True)
@@ -495,8 +509,9 @@ def score_vs_discretization(res: Results, size: Size) -> list[Path]:
 
 
 def order_vs_theory(res: Results, size: Size) -> list[Path]:
-    """Measured order with its CI against the theoretical order, per (problem, metric); hollow
-    markers where the fit disagrees with theory. Per solver the 'steps' axis is used when present."""
+    """Measured order with its CI against the theoretical order (the lower end of its interval, for the
+    metric's kind: weak or strong), per (problem, metric); hollow markers where the fit disagrees with
+    theory, grey ones where it is unresolved. Per solver the 'steps' axis is used when present."""
     if res.orders is None:
         return []
     o = res.orders[np.isfinite(res.orders["order"]) & np.isfinite(res.orders["theory"])].copy()
@@ -527,9 +542,9 @@ def order_vs_theory(res: Results, size: Size) -> list[Path]:
                 err = [[max(y - np.clip(lo, y_lo, y_hi), 0)], [max(np.clip(hi, y_lo, y_hi) - y, 0)]]
                 clipped = y != r["order"]
                 marker = ("^" if r["order"] > y else "v") if clipped else st.marker
+                fill = {"agrees": st.color, "disagrees": "white"}.get(r["verdict"], "0.8")
                 ax.errorbar(theory + off, y, yerr=err, color=st.color, marker=marker, ms=size.marker,
-                            mfc=st.color if r["agrees"] else "white", mec=st.color, lw=0.8 * size.line,
-                            capsize=1.5 * size.line, zorder=3)
+                            mfc=fill, mec=st.color, lw=0.8 * size.line, capsize=1.5 * size.line, zorder=3)
         ax.set_xlim(t_lo, t_hi)
         ax.set_ylim(y_lo, y_hi)
         ax.set_xticks(sorted(set(np.round(grp["theory"].astype(float), 2))))
@@ -539,6 +554,7 @@ def order_vs_theory(res: Results, size: Size) -> list[Path]:
     handles = _solver_handles(solvers_seen, res.styles, ls="none") + [
         Line2D([], [], color="0.4", ls="--", label="measured = theory"),
         Line2D([], [], color="0.3", marker="o", mfc="white", ls="none", label="disagrees with theory"),
+        Line2D([], [], color="0.3", marker="o", mfc="0.8", ls="none", label="unresolved"),
     ]
     _legend(fig, handles, size)
     return _save(fig, res.directory / "figures", "order_vs_theory")

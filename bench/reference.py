@@ -57,6 +57,8 @@ class Reference:
     steps: int  # steps of the returned (finer) run
     method: str  # integrator label
     grid: str
+    coarse: Tensor  # the N-step solution (Richardson estimates of the reference's weak bias)
+    order: float  # the integrator's weak order (RK4: 4; an SDE solver: its asymptotic weak order)
 
 
 @dataclass
@@ -88,6 +90,12 @@ class RK4LogSNR(Solver):
         k3 = rhs(y + 0.5 * h * k2, t_mid, lam0 + 0.5 * h)
         k4 = rhs(y + h * k3, t_next, lam1)
         return float(sched.alpha(t_next)) * (y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4))
+
+
+def weak_order(solver: Solver) -> float:
+    """The asymptotic weak order the theory guarantees for `solver` (its cap when the
+    implementation lowers the nominal order): the q of the reference's Richardson correction."""
+    return float(solver.order if solver.order_cap is None else min(solver.order, solver.order_cap))
 
 
 def brownian_noise(problem: Problem, seed: int) -> BrownianTreeNoise:
@@ -133,7 +141,9 @@ def reference(problem: Problem, model: Model, x_T: Tensor, seed: int, solver: So
     if denoise_final:
         with torch.no_grad():
             x0 = model(ref.x, problem.t_min).x0
-        ref = Reference(x0, ref.error, ref.steps, ref.method, ref.grid)
+        with torch.no_grad():
+            coarse = model(ref.coarse, problem.t_min).x0
+        ref = Reference(x0, ref.error, ref.steps, ref.method, ref.grid, coarse, ref.order)
     return ref
 
 
@@ -156,13 +166,14 @@ def _reference(problem: Problem, model: Model, x_T: Tensor, seed: int, solver: S
             grid = "logsnr"  # RK4 in lambda is meant for steps uniform in lambda
         n = steps or DEFAULT_ODE_STEPS
         extra = ("ode",)
-    key = _key(problem, model_name, model, label, grid, x_T, (*extra, n, tol))
+    key = _key(problem, model_name, model, label, grid, x_T, (*extra, n, tol, "coarse"))
     if key in _CACHE:
         return _CACHE[key]
     path = Path(cache_dir) / f"reference-{key[:24]}.pt" if cache_dir is not None else None
     if path is not None and path.exists():
         data = torch.load(path)
-        ref = Reference(data["x"], data["error"], data["steps"], data["method"], data["grid"])
+        ref = Reference(data["x"], data["error"], data["steps"], data["method"], data["grid"], data["coarse"],
+                        data["order"])
         _CACHE[key] = ref
         return ref
 
@@ -179,11 +190,12 @@ def _reference(problem: Problem, model: Model, x_T: Tensor, seed: int, solver: S
         if tol is None or error <= tol or 2 * n > MAX_STEPS or not math.isfinite(error):
             break
         coarse = fine
-    ref = Reference(fine, error, n, label, grid)
+    ref = Reference(fine, error, n, label, grid, coarse, weak_order(integrator))
     _CACHE[key] = ref
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"x": fine, "error": error, "steps": n, "method": label, "grid": grid}, path)
+        torch.save({"x": fine, "error": error, "steps": n, "method": label, "grid": grid, "coarse": coarse,
+                    "order": ref.order}, path)
     return ref
 
 

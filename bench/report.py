@@ -1,5 +1,5 @@
 """`report.md` and `tables.tex` for a results directory: run summary (manifest), measured orders,
-solvers that disagree with theory (with a reason read from the fit's note and point counts),
+fits that disagree with theory and unresolved ones (with their reasons),
 errors at NFE 10/20/50, failed runs, and the figures. Reads only the directory's files."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ FIGURE_ORDER = ("error_vs_nfe", "order_vs_theory", "work_precision", "fid_vs_nfe
 FIGURE_CAPTIONS = {
     "error_vs_nfe": "Error against NFE; bands: 95 % CI over seeds; dashed: reference slopes of order 1-4; "
                     "grey: metric noise floor.",
-    "order_vs_theory": "Measured order (95 % CI) against theoretical order; hollow: disagrees with theory.",
+    "order_vs_theory": "Measured order (95 % CI) against theoretical order; hollow: disagrees with theory, "
+                       "grey: unresolved.",
     "work_precision": "Work-precision: error against sampling wall time.",
     "fid_vs_nfe": "FID against NFE (learned models).",
     "score_vs_discretization": "Exact score (discretization error, solid) against learned model (total "
@@ -81,8 +82,9 @@ def orders_table(res: Results) -> tuple[pd.DataFrame, dict[str, str]]:
         table["axis"] = o["axis"]
     table["order"] = o["order"].map(lambda v: _fmt(v, 3))
     table["95% CI"] = [f"[{_fmt(a)}, {_fmt(b)}]" for a, b in zip(o["ci_low"], o["ci_high"], strict=True)]
-    table["theory"] = o["theory"].map(lambda v: _fmt(v, 3))
-    table["agrees"] = o["agrees"].map({True: "yes", False: "no"})
+    table["theory"] = [_theory_text(*v) for v in zip(o["theory"], _col(o, "theory_max", o["theory"]),
+                                                     _col(o, "theory_kind", ""), strict=True)]
+    table["verdict"] = o["verdict"]
     table["points (excl.)"] = [f"{_int(n)} ({_int(e)})" for n, e in zip(o["n_points"], o["n_excluded"],
                                                                          strict=True)]
     table["note"] = o["note"]
@@ -93,22 +95,46 @@ def _int(value: float) -> str:
     return "–" if not np.isfinite(value) else str(int(value))
 
 
-def disagreements_table(res: Results) -> pd.DataFrame:
+def _col(frame: pd.DataFrame, name: str, default) -> pd.Series:
+    if name in frame:
+        return frame[name]
+    return default if isinstance(default, pd.Series) else pd.Series(default, index=frame.index)
+
+
+def _theory_text(low: float, high: float, kind: str) -> str:
+    """'2', '3..4' (a capped implementation) with the kind of order: '1 (strong)'."""
+    if not np.isfinite(low):
+        return "–"
+    text = _fmt(low) if not np.isfinite(high) or high == low else f"{_fmt(low)}..{_fmt(high)}"
+    return text + (f" ({kind})" if isinstance(kind, str) and kind in ("weak", "strong") else "")
+
+
+def verdicts_table(res: Results, verdict: str) -> pd.DataFrame:
+    """The fits with a given verdict ('disagrees' or 'unresolved') and the verdict's reason; for
+    disagreements also a hint read from the fit's note."""
     if res.orders is None or res.orders.empty:
         return pd.DataFrame()
     o = preferred_fits(res.orders)
-    o = o[~o["agrees"]]
+    o = o[o["verdict"] == verdict]
     if o.empty:
         return pd.DataFrame()
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "problem": o["problem"], "metric": o["metric"], "solver": o["solver"], "axis": o["axis"],
-        "order": o["order"].map(_fmt), "theory": o["theory"].map(_fmt),
-        "direction": np.where(~np.isfinite(o["order"].astype(float)), "no fit",
-                              np.where(o["order"] > o["theory"], "above theory", "below theory")),
-        "reason": [disagreement_reason(*v) for v in zip(o["note"], o["n_points"], o["n_excluded"],
-                                                         strict=True)],
-        "note": o["note"],
-    }).reset_index(drop=True)
+        "order": o["order"].map(_fmt),
+        "theory": [_theory_text(*v) for v in zip(o["theory"], _col(o, "theory_max", o["theory"]),
+                                                 _col(o, "theory_kind", ""), strict=True)],
+        "reason": _col(o, "reason", "").fillna("").astype(str),
+    })
+    if verdict == "disagrees":
+        table["direction"] = np.where(~np.isfinite(o["order"].astype(float)), "no fit",
+                                      np.where(o["order"] > o["theory"], "above theory", "below theory"))
+        table["fit note"] = [disagreement_reason(*v) for v in zip(o["note"], o["n_points"], o["n_excluded"],
+                                                                  strict=True)]
+    return table.reset_index(drop=True)
+
+
+def disagreements_table(res: Results) -> pd.DataFrame:
+    return verdicts_table(res, "disagrees")
 
 
 def errors_table(res: Results, targets: tuple[int, ...] = NFE_TARGETS) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -220,6 +246,7 @@ def write_report(results_dir: Path, style: str = "paper", solvers: list[str] | N
     run = manifest_table(res)
     orders, orders_fixed = orders_table(res)
     disagree = disagreements_table(res)
+    unresolved = verdicts_table(res, "unresolved")
     errors, errors_fixed = errors_table(res)
     failures = failures_table(res)
 
@@ -241,8 +268,13 @@ def write_report(results_dir: Path, style: str = "paper", solvers: list[str] | N
         "where no steps fit exists); points (excl.): points in the fit (points left out).", "",
         _markdown(orders, "no orders.csv, or no fits in it"), "",
         "## Solvers that disagree with theory", "",
-        "Reasons are read from the fit's note and point counts in orders.csv.", "",
-        _markdown(disagree, "none: every fit agrees with its theoretical order"), "",
+        "The fit's CI excludes the theory (± tolerance) and its finest local slopes have settled there. "
+        "Weak errors are compared with weak orders, pathwise errors with strong orders.", "",
+        _markdown(disagree, "none"), "",
+        "## Unresolved fits", "",
+        "Neither agreement nor disagreement can be claimed; the reason says why (too few levels above "
+        "the noise floor or the standard error, local slopes still drifting, or a CI too wide).", "",
+        _markdown(unresolved, "none"), "",
         f"## Error at NFE {targets}", "",
         _fixed_text(errors_fixed) + "Mean over seeds at the largest NFE at or below the target; "
         "(@n) marks the NFE used when it differs.", "",
@@ -263,6 +295,7 @@ def write_report(results_dir: Path, style: str = "paper", solvers: list[str] | N
         _latex(run.assign(value=run["value"].str.replace("`", "", regex=False)), "Run summary", "run"),
         _latex(orders, "Measured orders of convergence", "orders"),
         _latex(disagree, "Solvers that disagree with theory", "disagree"),
+        _latex(unresolved, "Unresolved order fits", "unresolved"),
         _latex(errors, f"Error at NFE {targets} (largest NFE at or below the target)", "errors"),
         _latex(failures, "Failed runs", "failures"),
     ]

@@ -16,8 +16,9 @@ import pandas as pd
 
 RESULT_COLUMNS = [
     "problem", "schedule", "model", "solver", "solver_name", "params", "family", "stochastic",
-    "theory_order", "grid", "steps", "nfe", "seed", "metric", "value", "noise_floor", "n_samples",
-    "dtype", "status", "reason", "sample_time", "metric_time", "tolerance",
+    "theory_order", "theory_order_max", "theory_kind", "grid", "steps", "nfe", "seed", "metric", "value",
+    "stderr", "noise_floor", "n_samples", "dtype", "status", "reason", "sample_time", "metric_time",
+    "tolerance", "stderr_plain", "path_median", "path_q90", "mode_flips",
 ]
 CELL_LOG = "cells.jsonl"
 

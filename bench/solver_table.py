@@ -1,7 +1,13 @@
-"""The README's solver table, generated from the solver classes' declared attributes plus the order
-measured here (exact W2 on gauss-aniso-3d, vp-linear, log-SNR grid).
+"""The README's solver table: declared orders from the solver classes (nominal, strong, the cap of
+this implementation, where each is proven) beside the orders measured by the sweep engine, each
+with its 95 % CI and verdict:
+- weak: exact W2 on `gauss-aniso-3d` (vp-linear, log-SNR grid, 32-512 steps, no sampling error);
+- strong (stochastic solvers): path-rms on `gauss-aniso-3d` against the same solver at 1024 vs 2048
+  steps on the same Brownian path (16-256 steps, 500 samples, one seed).
 
-    python -m bench.solver_table --write README.md
+    python -m bench.solver_table --write README.md [--cache results/solver-table]
+
+The measurements run as an ordinary resumable sweep into `--cache`.
 """
 
 from __future__ import annotations
@@ -11,42 +17,56 @@ import math
 import re
 from pathlib import Path
 
-from analytic import get_problem, make_grid
-from bench.exact_law import bures_w2, output_law
-from bench.models import analytic_model
-from bench.sweep import family
+import pandas as pd
+
+from bench.sweep import SweepConfig, family, run_sweep
 from solvers import Solver, resolve
 
 START, END = "<!-- solver-table:start -->", "<!-- solver-table:end -->"
+PROBLEM = "gauss-aniso-3d"
+WEAK = SweepConfig(problems=[PROBLEM], solvers=["all"], steps=[32, 64, 128, 256, 512], metrics=["w2-exact"],
+                   seeds=[0])
+STRONG = SweepConfig(problems=[PROBLEM], solvers=["sde"], steps=[16, 32, 64, 128, 256], metrics=["path-rms"],
+                     seeds=[0])
+HEADER = ("| solver | family | order (weak) | strong | cap | NFE/step | measured weak: exact W2 | "
+          "measured strong: path-rms | order proven in |")
 
 
-def measured_order(solver: Solver) -> float:
-    """Least-squares slope of log exact-W2 over the step counts where the declared order shows."""
-    if "adaptive" in solver.all_tags or not solver.affine:
-        return math.nan
-    problem = get_problem("gauss-aniso-3d")
-    model = analytic_model(problem)
-    prior, target = problem.marginal(problem.t_max), problem.marginal(problem.t_min)
-    steps = (64, 128, 256, 512) if solver.order < 3 else (32, 64, 128, 256)
-    logs = []
-    for n in steps:
-        times = make_grid("logsnr", problem.schedule, n, problem.t_min, problem.t_max)
-        law = output_law(solver, model, times, prior.means[0], prior.covs[0])
-        logs.append(math.log(bures_w2(law.mean, law.cov, target.means[0], target.covs[0])))
-    xs = [math.log(n) for n in steps]
-    mx, my = sum(xs) / len(xs), sum(logs) / len(logs)
-    return -sum((x - mx) * (y - my) for x, y in zip(xs, logs, strict=True)) / sum((x - mx) ** 2 for x in xs)
+def measured(cache: Path) -> pd.DataFrame:
+    """orders.csv rows (steps axis) of the two sweeps, indexed by (solver, metric)."""
+    frames = []
+    for name, config in (("weak", WEAK), ("strong", STRONG)):
+        out = run_sweep(config, cache / name, command="python -m bench.solver_table", jobs=2)
+        frames.append(pd.read_csv(out / "orders.csv"))
+    orders = pd.concat(frames)
+    return orders[orders["axis"] == "steps"].set_index(["solver", "metric"])
 
 
-def table(measure: bool = True) -> str:
-    lines = ["| solver | family | theory order | measured order | NFE/step | reference |",
-             "|---|---|---|---|---|---|"]
+def _cell(orders: pd.DataFrame | None, solver: Solver, metric: str) -> str:
+    if orders is None:
+        return "?"
+    if (solver.label, metric) not in orders.index:
+        return "–"
+    r = orders.loc[(solver.label, metric)]
+    if not math.isfinite(r["order"]):
+        return f"– ({r['verdict']})"
+    return f"{r['order']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] {r['verdict']}"
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:g}"
+
+
+def table(orders: pd.DataFrame | None = None) -> str:
+    """The markdown table; `orders` from `measured` (None: declared columns only, '?' measured)."""
+    lines = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
     for solver in resolve("all"):
-        measured = f"{measured_order(solver):.2f}" if measure else "?"
-        if measured == "nan":
-            measured = "–"
-        lines.append(f"| `{solver.name}` | {family(solver)} | {solver.order:g} | {measured} | "
-                     f"{solver.nfe_per_step} | {solver.reference} |")
+        cap = _num(solver.order_cap) + ("*" if solver.order_exceptions else "")
+        lines.append(f"| `{solver.name}` | {family(solver)} | {_num(solver.order)} | "
+                     f"{_num(solver.strong_order)} | {cap} | {solver.nfe_per_step} | "
+                     f"{_cell(orders, solver, 'w2-exact')} | "
+                     f"{_cell(orders, solver, 'path-rms') if solver.stochastic else ''} | "
+                     f"{solver.order_source} |")
     return "\n".join(lines)
 
 
@@ -56,10 +76,13 @@ def splice(text: str, new_table: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", type=Path, help="README to update in place")
+    parser.add_argument("--cache", type=Path, default=Path("results/solver-table"),
+                        help="results directory of the measuring sweeps (resumable)")
     args = parser.parse_args()
-    new = table()
+    new = table(measured(args.cache))
     if args.write:
         args.write.write_text(splice(args.write.read_text(), new))
     else:

@@ -22,8 +22,10 @@ from analytic import GRIDS, get_problem, make_grid
 from analytic.problems import Problem
 from bench import metrics
 from bench.models import analytic_model
-from bench.reference import path_rms, reference
+from bench.paired import PATH_METRICS, WEAK_METRICS, paired_row
+from bench.reference import reference
 from bench.results import RESULT_COLUMNS, ResultStore, RunDirError, load_manifest, write_manifest
+from bench.theory import conditions, theory
 from solvers import BrownianTreeNoise, Solver, make_solver, parse_spec, resolve, sample
 from solvers.noise import _mix
 
@@ -86,10 +88,15 @@ def family(solver: Solver) -> str:
     return "multistep" if "multistep" in tags else "ode-singlestep"
 
 
+MIXTURE_METRICS = [*WEAK_METRICS, *PATH_METRICS]
+
+
 def problem_metrics(config: SweepConfig, problem: Problem) -> list[str]:
+    """The metrics of a problem: as asked, else what resolves discretization error there (exact W2
+    on Gaussian targets; weak errors with control variates and pathwise errors on mixtures)."""
     if config.metrics:
         return list(config.metrics)
-    return ["w2-exact"] if problem.is_gaussian else ["w2", "path-rms"]
+    return ["w2-exact"] if problem.is_gaussian else list(MIXTURE_METRICS)
 
 
 def validate(config: SweepConfig) -> tuple[list[Problem], list[Solver]]:
@@ -206,15 +213,20 @@ def run_cell(config: SweepConfig, cell: Cell) -> list[dict]:
     row0 = {
         "problem": problem.name, "schedule": problem.schedule.name, "model": "exact",
         "solver": base.label, "solver_name": base.name, "params": json.dumps(base.params, default=str),
-        "family": family(base), "stochastic": base.stochastic, "theory_order": float(base.order),
+        "family": family(base), "stochastic": base.stochastic,
         "grid": config.grid, "seed": cell.seed, "n_samples": config.samples, "dtype": config.dtype,
         "tolerance": cell.target if cell.mode == "tol" else math.nan, "noise_floor": math.nan,
         "value": math.nan, "sample_time": math.nan, "metric_time": math.nan, "reason": "",
     }
+    facts = conditions(problem.is_gaussian, config.grid, problem.schedule.name)
+
+    def with_theory(row: dict) -> dict:
+        th = theory(base, row["metric"], facts)
+        return {**row, "theory_order": th.low, "theory_order_max": th.high, "theory_kind": th.kind}
 
     def rows(status: str, reason: str = "", steps: int = 0, nfe: int = 0) -> list[dict]:
-        return [{**row0, "metric": m, "status": status, "reason": reason, "steps": steps, "nfe": nfe}
-                for m in metric_names]
+        return [with_theory({**row0, "metric": m, "status": status, "reason": reason, "steps": steps,
+                             "nfe": nfe}) for m in metric_names]
 
     steps = _steps_for(solver, cell)
     if steps is None or steps < solver.min_steps:
@@ -229,8 +241,9 @@ def run_cell(config: SweepConfig, cell: Cell) -> list[dict]:
     if getattr(solver, "external", False):  # diffusers:/kdiff: drive their own trajectory
         from bench.external import external_rows
 
-        return external_rows(problem, solver, model, times, x_T, cell.seed, noise_seed, metric_names, row0,
-                             rows, _prior_law(problem, config))
+        out = external_rows(problem, solver, model, times, x_T, cell.seed, noise_seed, metric_names, row0,
+                            rows, _prior_law(problem, config))
+        return [with_theory(r) for r in out]
     if solver.stochastic:
         noise = BrownianTreeNoise(noise_seed, problem.t_min, problem.t_max)
     try:
@@ -242,24 +255,30 @@ def run_cell(config: SweepConfig, cell: Cell) -> list[dict]:
         steps = nfe  # adaptive solvers are placed by counted NFE
     if not result.finite:
         return rows("diverged", "non-finite samples", steps, nfe)
+    def paired_reference():
+        if config.prior != "exact":
+            raise metrics.MetricError("weak and pathwise metrics pair each sample with a reference from the "
+                                      "exact prior; with --prior standard use w2-exact or a sample metric")
+        return reference(problem, model, x_T, cell.seed, solver, noise_seed=noise_seed,
+                         steps=SDE_REFERENCE_STEPS if solver.stochastic else None,
+                         denoise_final=config.denoise_final)
+
+    end_law = problem.target if config.denoise_final else problem.marginal(problem.t_min)
+
     def evaluate(name: str, row: dict) -> None:
         if name == "w2-exact":
             row["value"] = metrics.w2_exact(problem, solver, model, times, config.denoise_final,
                                             prior=_prior_law(problem, config))
-        elif name == "path-rms":
-            ref = reference(problem, model, x_T, cell.seed, solver, noise_seed=noise_seed,
-                            steps=SDE_REFERENCE_STEPS if solver.stochastic else None,
-                            denoise_final=config.denoise_final)
-            row["value"] = path_rms(result.x, ref.x)
-            row["noise_floor"] = ref.error
+        elif name in (*WEAK_METRICS, *PATH_METRICS):
+            row.update(paired_row(name, result.x, paired_reference(), end_law))
         else:
             exact = metrics.exact_samples(problem, config.samples, cell.seed, dtype=torch.float64,
                                           t=None if not config.denoise_final else 0.0)
             row["value"] = metrics.sample_metric(name, result.x.cpu().double(), exact, cell.seed)
             row["noise_floor"] = metrics.noise_floor(name, problem, config.samples, cell.seed)
 
-    base = {**row0, "steps": steps, "nfe": nfe, "sample_time": result.wall_time}
-    return metric_rows(metric_names, base, evaluate)
+    base_row = {**row0, "steps": steps, "nfe": nfe, "sample_time": result.wall_time}
+    return [with_theory(r) for r in metric_rows(metric_names, base_row, evaluate)]
 
 
 def metric_rows(metric_names: list[str], base: dict, evaluate: Callable[[str, dict], None]) -> list[dict]:

@@ -37,21 +37,42 @@ class State:
         del self.history[:-keep]
 
 
+@dataclass(frozen=True)
+class OrderException:
+    """A proven exception to the declared order on some problems: where every condition in `when`
+    holds, the global error is A h^low + B h^high with A provably tiny, so slopes anywhere in
+    [low, high] are what the theory predicts at practical N. Conditions: "gaussian" (a single
+    Gaussian target), "grid=<name>", "schedule=<name>"."""
+
+    when: tuple[str, ...]
+    high: float
+    note: str
+
+
 @dataclass
 class Solver:
     """Base class. Subclasses are dataclasses whose fields are the solver's parameters.
 
-    Class attributes: `order` (theoretical global order; weak order for stochastic solvers),
-    `strong_order` (where it applies), `nfe_per_step`, `stochastic`, `tags` (e.g. "singlestep",
-    "multistep", "adaptive", "exponential", "kdiff"), `min_steps`, `time_variable` and `reference`
-    (paper and equation). `affine`: the step is affine in (x, noise) whenever the model is affine
+    Declared orders are theorems, never measurements (`order_source` cites where each is proven):
+    `order` is the nominal global order of the method (weak order for stochastic solvers);
+    `strong_order` the mean-square (pathwise) order, required for every stochastic solver;
+    `order_cap` the asymptotic global order this implementation provably reaches when it is below
+    `order` (warm-up steps of lower order, fixed Adams-Bashforth weights on non-uniform grids), with
+    `order_note` giving the derivation; `order_exceptions` the proven problem-specific exceptions.
+    Other class attributes: `nfe_per_step`, `stochastic`, `tags` (e.g. "singlestep", "multistep",
+    "adaptive", "exponential", "kdiff"), `min_steps`, `time_variable` and `reference` (paper and
+    equation of the method). `affine`: the step is affine in (x, noise) whenever the model is affine
     (false for rules such as step sizes from state norms); the exact-law metric needs it.
-    The registry sets `name`.
+    Parameterised solvers may set these per instance in `__post_init__`. The registry sets `name`.
     """
 
     name: ClassVar[str] = ""
     order: ClassVar[float] = 1
     strong_order: ClassVar[float | None] = None
+    order_cap: ClassVar[float | None] = None
+    order_note: ClassVar[str] = ""
+    order_source: ClassVar[str] = ""
+    order_exceptions: ClassVar[tuple[OrderException, ...]] = ()
     nfe_per_step: ClassVar[int] = 1
     stochastic: ClassVar[bool] = False
     tags: ClassVar[frozenset[str]] = frozenset({"singlestep"})
@@ -101,6 +122,10 @@ class Solver:
             "name": self.name,
             "order": self.order,
             "strong_order": self.strong_order,
+            "order_cap": self.order_cap,
+            "order_note": self.order_note,
+            "order_source": self.order_source,
+            "order_exceptions": [dataclasses.asdict(e) for e in self.order_exceptions],
             "stochastic": self.stochastic,
             "nfe_per_step": self.nfe_per_step,
             "min_steps": self.min_steps,

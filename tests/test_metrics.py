@@ -27,8 +27,9 @@ def std2d():
 
 
 def test_metric_tables():
-    assert set(metrics.METRICS) == {"w2-exact", "w2", "sw2", "sinkhorn", "path-rms", "mmd"}
-    assert set(metrics.SAMPLE_METRICS) == {"w2", "sw2", "sinkhorn", "mmd"}
+    assert set(metrics.METRICS) == {"w2-exact", "w2", "sw2", "sinkhorn", "path-rms", "path-median", "mmd",
+                                    "mmd-sample", "weak-mean", "weak-cov", "weak-bump"}
+    assert set(metrics.SAMPLE_METRICS) == {"w2", "sw2", "sinkhorn", "mmd-sample"}
     with pytest.raises(MetricError, match="unknown sample metric"):
         sample_metric("fid", torch.zeros(3, 2), torch.zeros(3, 2))
     with pytest.raises(MetricError, match="dimensions"):
@@ -45,7 +46,7 @@ def test_noise_floors_match_reference_table(std2d):
     assert noise_floor("w2", std2d, 1000, 0) == w2[0]  # cached, and deterministic
 
 
-@pytest.mark.parametrize("name", ["w2", "sw2", "sinkhorn", "mmd"])
+@pytest.mark.parametrize("name", ["w2", "sw2", "sinkhorn", "mmd-sample"])
 def test_shift_is_resolved_above_the_floor(std2d, name):
     floor = noise_floor(name, std2d, 1000, 0)
     assert floor > 0

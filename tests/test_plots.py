@@ -79,7 +79,8 @@ def synthetic_orders(rows: pd.DataFrame) -> pd.DataFrame:
                 "problem": problem, "schedule": first["schedule"], "model": "exact", "solver": solver,
                 "family": first["family"], "grid": "logsnr", "metric": metric, "axis": axis,
                 "order": order, "ci_low": order - 0.1, "ci_high": order + 0.1,
-                "theory": first["theory_order"], "agrees": abs(order - first["theory_order"]) < 0.3,
+                "theory": first["theory_order"],
+                "verdict": "agrees" if abs(order - first["theory_order"]) < 0.3 else "disagrees",
                 "n_points": 2 if floored else len(mean), "n_excluded": 2 if floored else 0,
                 "note": "2 points below noise floor excluded" if floored else "",
             })

@@ -55,6 +55,7 @@ def test_disagreements_and_reasons(report: Path):
     rows = [ln for ln in section.splitlines() if ln.startswith("| mix")]
     assert len(rows) == 9 and all("points below noise floor" in r for r in rows)
     assert all("gauss" not in r for r in rows)
+    assert "_none_" in report.read_text().split("## Unresolved fits")[1].split("##")[0]
     assert disagreement_reason("warm-up steps cap the order", 5, 0) == "warm-up"
     assert disagreement_reason("", 2, 1) == "1 point(s) excluded; only 2 point(s) in the fit"
     assert disagreement_reason("stiff near t_min", math.nan, math.nan) == "stiffness near t_min"
@@ -63,7 +64,8 @@ def test_disagreements_and_reasons(report: Path):
 
 def test_latex_tables(report: Path):
     tex = (report.parent / "tables.tex").read_text()
-    assert tex.count("\\begin{table}") == 5
+    assert tex.count("\\begin{table}") == 5  # no unresolved fits: that table is a comment
+    assert "% Unresolved order fits: no rows" in tex
     for label in ("tab:run", "tab:orders", "tab:disagree", "tab:errors", "tab:failures"):
         assert f"\\label{{{label}}}" in tex
     assert "95\\% CI" in tex and "ddim-eta[eta=1.0]" in tex
@@ -88,3 +90,18 @@ def test_unfinished_manifest_and_bad_directory(tmp_path: Path):
     (d / "results.parquet").unlink()
     with pytest.raises(ResultsError, match="has no rows"):
         write_report(d)
+
+
+def test_unresolved_fits_have_their_own_table(tmp_path: Path):
+    d = write_results_dir(tmp_path / "r", learned=False)
+    orders = pd.read_csv(d / "orders.csv")
+    pick = orders.index[(orders["problem"] == "gauss-aniso-3d") & (orders["axis"] == "steps")][0]
+    orders.loc[pick, ["verdict", "reason"]] = ["unresolved", "local slopes 0.5, 0.8 are still drifting"]
+    orders.to_csv(d / "orders.csv", index=False)
+    text = write_report(d).read_text()
+    section = text.split("## Unresolved fits")[1].split("##")[0]
+    assert "still drifting" in section and orders.loc[pick, "solver"] in section
+    assert "still drifting" not in text.split("## Solvers that disagree with theory")[1].split("##")[0]
+    legacy = orders.drop(columns=["verdict", "reason"]).assign(agrees=True)  # orders.csv of older runs
+    legacy.to_csv(d / "orders.csv", index=False)
+    assert "_none_" in write_report(d).read_text().split("## Unresolved fits")[1].split("##")[0]
