@@ -27,6 +27,7 @@ from bench.image.sampling import BatchedSample, initial_noise, sample_batches
 from bench.reference import path_rms
 from bench.results import ResultStore, RunDirError, load_manifest, write_manifest
 from bench.sweep import family
+from bench.theory import theory
 from solvers import Solver, make_solver, resolve
 from solvers.model import Model
 
@@ -201,10 +202,16 @@ def _lacks_fid(rows: list[dict]) -> bool:
     return rows[0].get("status") == "ok" and not any(r.get("metric") == "fid" for r in rows)
 
 
+def _path_theory(solver: Solver) -> dict:
+    """The strong order that path-rms rows are compared with (bench/theory.py)."""
+    th = theory(solver, "path-rms")
+    return {"theory_order": th.low, "theory_order_max": th.high, "theory_kind": th.kind}
+
+
 def _base_row(cfg: ImageRunConfig, problem: str, schedule: str, solver: Solver) -> dict:
     return {"problem": problem, "schedule": schedule, "model": str(cfg.model), "solver": solver.label,
             "solver_name": solver.name, "params": str(solver.params), "family": family(solver),
-            "stochastic": solver.stochastic, "theory_order": solver.order, "grid": cfg.grid, "seed": cfg.seed,
+            "stochastic": solver.stochastic, **_path_theory(solver), "grid": cfg.grid, "seed": cfg.seed,
             "n_samples": cfg.samples, "dtype": "float32", "tolerance": math.nan, "noise_floor": math.nan,
             "metric_time": math.nan, "sample_time": math.nan}
 
