@@ -152,17 +152,17 @@ def _reference_law(problem: Problem, run: Run) -> tuple[Tensor, Tensor]:
     return mean, alpha**2 * cov @ torch.linalg.solve(noised, cov)
 
 
-def _paired_reference(problem: Problem, solver: ExternalSolver, model: Model, x_T: Tensor, seed: int,
-                      run: Run) -> tuple[Reference, GaussianMixture]:
+def _paired_reference(metric: str, problem: Problem, solver: ExternalSolver, model: Model, x_T: Tensor,
+                      seed: int, run: Run) -> tuple[Reference, GaussianMixture]:
     """The shared ODE reference from the same x_T and the exact law it is judged against, for a
     deterministic sampler that stops at the problem's t_min or ends with a Tweedie denoise from there
     (k-diffusion on the harness grid)."""
     if solver.stochastic:
-        raise metrics.MetricError(f"paired metrics of {solver.label} would need its own fine run on the same "
+        raise metrics.MetricError(f"{metric} of {solver.label} would need its own fine run on the same "
                                   "noise; use w2-exact (Gaussian targets) or a sample metric")
     at_t_min = math.isclose(run.t_last if run.t_end == 0.0 else run.t_end, problem.t_min, rel_tol=1e-6)
     if not at_t_min or (run.t_end == 0.0 and not run.final_denoise):
-        raise metrics.MetricError(f"paired metrics of {solver.label} need it to end at t_min (or denoise "
+        raise metrics.MetricError(f"{metric} of {solver.label} needs it to end at t_min (or denoise "
                                   "from there); it ends elsewhere")
     denoise = run.t_end == 0.0
     ref = reference(problem, model, x_T, seed, None, denoise_final=denoise)
@@ -187,7 +187,8 @@ def external_rows(problem: Problem, solver: ExternalSolver, model: Model, times:
         if name == "w2-exact":
             row["value"] = external_w2(problem, solver, model, times, noise_seed, prior, x_T.dtype)
         elif name in (*WEAK_METRICS, *PATH_METRICS):
-            row.update(paired_row(name, run.x, *_paired_reference(problem, solver, model, x_T, seed, run)))
+            ref, law = _paired_reference(name, problem, solver, model, x_T, seed, run)
+            row.update(paired_row(name, run.x, ref, law))
         else:
             if run.t_end == 0.0 and run.final_denoise:  # Tweedie denoise of exact samples at the last call
                 exact = metrics.exact_samples(problem, len(x_T), seed, dtype=torch.float64, t=run.t_last)

@@ -30,8 +30,8 @@ implementation caps the nominal order). `verdict` is three-valued, tol = 0.15 fo
 - agrees: the CI overlaps [theory - tol, theory_max + tol], is no wider than CI_MAX_WIDTH, and so
   does the finest local slope (within 2 of its standard errors);
 - disagrees: the CI excludes that band and the two finest local slopes agree with each other
-  within tol, with a standard error of their difference below tol: the slope has settled away
-  from theory;
+  (within tol, or within 2 standard errors of their difference, which must itself be below tol):
+  the slope has settled away from theory;
 - unresolved otherwise, with the reason: too few levels above the floor or standard error, local
   slopes still drifting, or a CI too wide to decide.
 """
@@ -210,9 +210,10 @@ def verdict(fit: OrderFit, low: float, high: float, tol: float) -> tuple[str, st
         return "unresolved", f"{ci} too wide to decide against {theory}"
     if overlaps and finest_in:
         return "agrees", ""
-    # settled: the two finest local slopes agree within tol, and are measured well enough to show it
-    settled = (len(fit.local_slopes) >= 2 and abs(fit.local_slopes[-1] - fit.local_slopes[-2]) <= tol
-               and math.hypot(fit.local_se[-1], fit.local_se[-2]) <= tol)
+    # settled: the two finest local slopes agree (within tol, or within 2 standard errors of their
+    # difference), and that difference is measured to within tol
+    se_diff = math.hypot(fit.local_se[-1], fit.local_se[-2]) if len(fit.local_slopes) >= 2 else math.inf
+    settled = se_diff <= tol and abs(fit.local_slopes[-1] - fit.local_slopes[-2]) <= max(tol, 2 * se_diff)
     if not overlaps and settled:
         return "disagrees", f"{ci} excludes {theory} ± {tol:g}; finest local slopes {local} have settled"
     if overlaps:

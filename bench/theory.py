@@ -3,10 +3,10 @@
 A weak error (an error in law: `w2-exact`, the weak metrics, the sample metrics) converges at the
 solver's weak order, a pathwise error (`path-rms`, `path-median`) at its strong order; for ODE
 solvers both are the method's order. The declared values are theorems (solvers/base.py): the
-asymptotic order is the implementation's cap where it has one, and at practical step counts the
-error A h^cap + B h^order (A tiny, from warm-up steps at high noise) may show any slope between
-the two, so the theory is an interval [low, high]; a proven problem-specific exception
-(`OrderException`, e.g. a Gaussian-only cancellation) raises `high`.
+asymptotic order `low` is the implementation's cap where it has one, else the declared order. A
+proven `OrderException` that applies (a warm-up cap whose constant is tiny, a Gaussian-only
+cancellation) raises `high`: at practical step counts the error A h^low + B h^high with A tiny may
+show any slope in [low, high].
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def theory(solver: Solver, metric: str, facts: frozenset[str] = frozenset()) -> 
         return Theory(strong, strong, "strong", "")
     nominal = float(solver.order)
     low = nominal if solver.order_cap is None else min(nominal, float(solver.order_cap))
-    high, notes = nominal, [solver.order_note] if solver.order_cap is not None else []
+    high, notes = low, [solver.order_note] if solver.order_cap is not None else []
     for exc in solver.order_exceptions:
         if set(exc.when) <= facts:
             high = max(high, float(exc.high))

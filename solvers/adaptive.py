@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from solvers import citations as cite
 from solvers.base import Solver, State
 from solvers.model import Model
 from solvers.noise import NoiseSource
@@ -50,12 +51,17 @@ class RK45(Solver):
     """Dormand-Prince 5(4) with FSAL on the PF-ODE in t (Dormand & Prince 1980), local
     extrapolation, error sc = atol + rtol max(|x|, |x_new|), step factor 0.9 err^(-1/5) clipped to
     [0.2, 10] (no growth right after a rejection) and the initial step of Hairer-Norsett-Wanner I,
-    Sec. II.4 (one extra NFE). Order 5; NFE is counted at run time."""
+    Sec. II.4 (one extra NFE). Order 5: the propagated solution is the 5th-order one of the embedded
+    pair (the 4th-order one only estimates the error); NFE is counted at run time."""
 
     rtol: float = 1e-3
     atol: float = 1e-3
 
     order = 5
+    order_source = ("Dormand & Prince 1980 (RK5(4)7FM: the propagated solution has order 5, the embedded "
+                    f"one order 4; HNW I Sec. II.5, Table 5.2); {cite.ONE_STEP}, p = 5")
+    order_note = ("Adaptive: steps follow the tolerance, so the error scales with rtol/atol rather than as "
+                  "a power of a fixed step; `order` is the embedded pair's propagated order.")
     nfe_per_step = 6
     tags = frozenset({"singlestep", "adaptive"})
     affine = False
@@ -126,7 +132,9 @@ class DPMAdaptive(Solver):
     evaluations, on x~ = x / alpha (as k-diffusion `sample_dpm_adaptive`); delta = max(atol,
     rtol max(|x_low|, |x_prev_low|)), E = RMS((x_high - x_low) / delta). controller="lu" (Alg. 4):
     accept if E <= 1, h <- 0.9 h E^(-1/order); "kdiff": k-diffusion's I-controller, factor
-    1 + atan(E^(-1/order) - 1), accept if factor >= 0.81. order NFE per attempt."""
+    1 + atan(E^(-1/order) - 1), accept if factor >= 0.81. order NFE per attempt. The propagated
+    solution is the higher-order one of the pair, DPM-Solver-`order` (Lu et al. 2022 Thm 3.2, r1 = 1/2
+    for order 2; r1 = 1/3, r2 = 2/3 for order 3)."""
 
     rtol: float = 0.05
     atol: float = 0.0078
@@ -135,6 +143,10 @@ class DPMAdaptive(Solver):
     controller: str = "lu"
 
     nfe_per_step = 3
+    order_source = ("Lu et al. 2022 (DPM-Solver) Sec. 3.4, Alg. 4 (embedded DPM-Solver-1/2 or -2/3, the "
+                    "higher-order solution propagated); its order by Lu et al. 2022 Thm 3.2")
+    order_note = ("Adaptive: steps follow the tolerance, so the error scales with rtol/atol rather than as "
+                  "a power of a fixed step; `order` is the propagated DPM-Solver's.")
     time_variable = "lambda"
     tags = frozenset({"singlestep", "adaptive", "exponential", "kdiff"})
     affine = False

@@ -39,8 +39,9 @@ class State:
 
 @dataclass(frozen=True)
 class OrderException:
-    """A proven exception to the declared order on some problems: where every condition in `when`
-    holds, the global error is A h^low + B h^high with A provably tiny, so slopes anywhere in
+    """A proven reason for slopes above the implementation's asymptotic order: where every condition
+    in `when` holds (none: always), the global error is A h^low + B h^high with A provably tiny (a
+    warm-up step at high noise, a cancellation on Gaussian targets), so slopes anywhere in
     [low, high] are what the theory predicts at practical N. Conditions: "gaussian" (a single
     Gaussian target), "grid=<name>", "schedule=<name>"."""
 
@@ -58,7 +59,9 @@ class Solver:
     `strong_order` the mean-square (pathwise) order, required for every stochastic solver;
     `order_cap` the asymptotic global order this implementation provably reaches when it is below
     `order` (warm-up steps of lower order, fixed Adams-Bashforth weights on non-uniform grids), with
-    `order_note` giving the derivation; `order_exceptions` the proven problem-specific exceptions.
+    `order_note` giving the derivation; `order_exceptions` the proven reasons for higher slopes at
+    practical N (a warm-up cap's constant is tiny, so such solvers carry an unconditional one up to
+    `order`). bench/theory.py turns these into the interval a measured order is compared with.
     Other class attributes: `nfe_per_step`, `stochastic`, `tags` (e.g. "singlestep", "multistep",
     "adaptive", "exponential", "kdiff"), `min_steps`, `time_variable` and `reference` (paper and
     equation of the method). `affine`: the step is affine in (x, noise) whenever the model is affine

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from solvers import citations as cite
 from solvers.base import Solver, State
 from solvers.model import Model
 from solvers.noise import NoiseSource
@@ -19,10 +20,13 @@ from solvers.registry import register
 @dataclass
 class Heun(Solver):
     """Heun's method (explicit trapezoidal rule) on the PF-ODE dx/dt = f x - g^2/2 score in the
-    schedule's own time t (Karras et al. 2022 Alg. 1 when t = sigma, alpha = 1). Order 2, 2 NFE per step."""
+    schedule's own time t (Karras et al. 2022 Alg. 1 when t = sigma, alpha = 1). Order 2 (two-stage
+    explicit RK satisfying the order-2 conditions, HNW I Sec. II.1; HNW I Thm II.3.6), 2 NFE per step."""
 
     order = 2
     nfe_per_step = 2
+    order_source = (f"Heun's method / explicit trapezoidal rule, order conditions HNW I Sec. II.1: "
+                    f"{cite.ONE_STEP}, p = 2")
     reference = "Karras et al. 2022 (EDM) Alg. 1; Heun / explicit trapezoidal rule in t"
 
     def step(self, model: Model, x: Tensor, t: float, t_next: float, state: State,
@@ -37,10 +41,12 @@ class Heun(Solver):
 @dataclass
 class RK4(Solver):
     """Classical fourth-order Runge-Kutta on the PF-ODE in the schedule's time t (Kutta 1901;
-    Hairer, Norsett & Wanner I, Table 1.2). Order 4, 4 NFE per step (two at the midpoint time)."""
+    Hairer, Norsett & Wanner I, Table 1.2). Order 4 (HNW I Thm II.3.6), 4 NFE per step (two at the
+    midpoint time)."""
 
     order = 4
     nfe_per_step = 4
+    order_source = f"Kutta 1901 classical RK4 (HNW I Table II.1.2, order 4 by Sec. II.2): {cite.ONE_STEP}"
     reference = "Kutta 1901, classical RK4 (Hairer-Norsett-Wanner I, Table II.1.2) on PF-ODE eq. 13"
 
     def step(self, model: Model, x: Tensor, t: float, t_next: float, state: State,
@@ -65,9 +71,10 @@ def _scaled(model: Model, t: float) -> tuple[float, float]:
 class EDMEuler(Solver):
     """Euler in sigma~ on the scaled variable x~ = x / alpha: dx~/dsigma~ = (x~ - D) / sigma~ = eps
     (Karras et al. 2022 eq. 4 and Alg. 1 without the Heun correction; k-diffusion `sample_euler`).
-    On VP schedules this is exactly DDIM. Order 1, 1 NFE per step."""
+    On VP schedules this is exactly DDIM. Order 1 (HNW I Thm II.3.6), 1 NFE per step."""
 
     order = 1
+    order_source = f"explicit Euler in sigma~ (local error O(h^2)): {cite.ONE_STEP}, p = 1"
     time_variable = "sigma_tilde"
     tags = frozenset({"singlestep", "kdiff"})
     reference = "Karras et al. 2022 (EDM) eq. 4 / Alg. 1, Euler step in sigma of x/alpha"
@@ -84,10 +91,13 @@ class EDMEuler(Solver):
 class EDMHeun(Solver):
     """Karras et al. 2022 Alg. 1 (deterministic Heun) in sigma~ on x~ = x / alpha, with the
     derivative dx~/dsigma~ = (x~ - D(x~; sigma~)) / sigma~ = eps; k-diffusion `sample_heun` with
-    churn 0. The grid never ends at sigma~ = 0 here, so every step is a Heun step. Order 2, 2 NFE."""
+    churn 0. The grid never ends at sigma~ = 0 here, so every step is a Heun step. Order 2 (HNW I
+    Thm II.3.6 for Heun's method in sigma~), 2 NFE."""
 
     order = 2
     nfe_per_step = 2
+    order_source = (f"Heun's method in sigma~ (Karras et al. 2022 Alg. 1), order conditions HNW I "
+                    f"Sec. II.1: {cite.ONE_STEP}, p = 2")
     time_variable = "sigma_tilde"
     tags = frozenset({"singlestep", "kdiff"})
     reference = "Karras et al. 2022 (EDM) Alg. 1, Heun's 2nd order method in sigma of x/alpha"
@@ -107,10 +117,17 @@ class EDMHeun(Solver):
 class KDPM2(Solver):
     """k-diffusion's `sample_dpm_2` (Crowson 2022; after Lu et al. 2022 DPM-Solver-2 and Karras
     et al. 2022 Alg. 2): Euler half step to the geometric midpoint sigma_mid = sqrt(sigma~ sigma~'),
-    then a full step with the derivative there, on x~ = x / alpha. Order 2, 2 NFE per step."""
+    then a full step with the derivative there, on x~ = x / alpha. 2 NFE per step.
+
+    Order 2: a two-stage explicit RK in sigma~ with weights b = (0, 1) and node c = (sigma_mid - sigma~) /
+    (sigma~' - sigma~) = sqrt(sigma~) / (sqrt(sigma~) + sqrt(sigma~')) = 1/2 + O(h); its local error
+    (c - 1/2) h^2 f'f + O(h^3) is O(h^3) (explicit midpoint rule, HNW I Sec. II.1), so HNW I Thm II.3.6
+    gives order 2."""
 
     order = 2
     nfe_per_step = 2
+    order_source = (f"explicit midpoint rule in sigma~ with node 1/2 + O(h) (order conditions HNW I "
+                    f"Sec. II.1): {cite.ONE_STEP}, p = 2")
     time_variable = "sigma_tilde"
     tags = frozenset({"singlestep", "kdiff"})
     reference = "k-diffusion sample_dpm_2 (KDPM2): midpoint in log sigma, Karras et al. 2022 Alg. 2"

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from solvers.base import Solver, State, coeffs
+from solvers import citations as cite
+from solvers.base import OrderException, Solver, State, coeffs
+from solvers.first_order import VE_GAUSSIAN
 from solvers.model import Model
 from solvers.noise import NoiseSource
 from solvers.registry import make_solver, register
@@ -31,17 +33,23 @@ def _check_unit(name: str, value: float) -> None:
 class LambdaSDE(Solver):
     """Euler-Maruyama on the marginal-preserving family dx = [f x - (1 + lam)/2 g^2 score] dt
     + sqrt(lam) g dW, lam in [0, 1]: lam = 0 is the PF-ODE (Euler), lam = 1 the reverse SDE (Zhang &
-    Chen 2022, DEIS eq. 3 with their lambda^2 = lam; Karras et al. 2022 eq. 6). Weak order 1, strong
-    order 1 (additive noise), 1 NFE per step."""
+    Chen 2022, DEIS eq. 3 with their lambda^2 = lam; Karras et al. 2022 eq. 6). Euler-Maruyama on an
+    SDE with additive noise: weak order 1 (Kloeden & Platen 1992 Thm 14.1.5), strong order 1 (Kloeden &
+    Platen 1992 Sec. 10.3; Clark & Cameron 1980 bound). lam = 1 is `euler-maruyama` and shares its
+    proven VE/Gaussian exception; for lam < 1 the variance error does not telescope (the factor
+    (1 + lam)^2/4 in front of G^2/a breaks the total derivative), so no exception. 1 NFE per step."""
 
     lam: float = 0.5
     order = 1
     strong_order = 1
+    order_source = f"weak 1: {cite.WEAK_EULER}; strong 1: {cite.STRONG_ADDITIVE}; {cite.CLARK_CAMERON}"
+    order_note = cite.STRONG_NOTE
     stochastic = True
     reference = "Zhang & Chen 2022 (DEIS) eq. 3, lambda^2 = lam; Euler-Maruyama"
 
     def __post_init__(self) -> None:
         _check_unit("lam", self.lam)
+        self.order_exceptions = (VE_GAUSSIAN,) if self.lam == 1 else ()
 
     def step(self, model: Model, x: Tensor, t: float, t_next: float, state: State,
              noise: NoiseSource) -> Tensor:
@@ -68,10 +76,21 @@ class DDPM(Solver):
     """Ancestral sampling from the posterior q(x_s | x_t, x0_hat) between consecutive grid times
     (Ho et al. 2020 eq. 6-7, on the continuous schedule: mean (sigma_s/sigma_t) e x_t + alpha_s c x0,
     e = exp(lambda_t - lambda_s)). `variance`: posterior = c sigma_s^2 (beta_tilde, eq. 7) or beta =
-    c sigma_t^2 = sigma_{t|s}^2 (Ho et al. §3.2). Weak order 1, 1 NFE per step."""
+    c sigma_t^2 = sigma_{t|s}^2 (Ho et al. §3.2). 1 NFE per step.
+
+    Weak order 1: the step's conditional mean and variance match the reverse SDE's (Song et al. 2021
+    eq. 6; ancestral sampling discretises it, their Sec. 4) up to O(h^2) (both variances are
+    g^2 h (1 + O(h)): c = 2 (lambda_s - lambda_t) + O(h^2) and g^2 = -2 sigma^2 dlambda/dt), so
+    Milstein & Tretyakov 2004 Thm 2.2.1 gives weak order 1. Strong order 1: the noise is the
+    normalised Brownian increment of the path over [t, s] times g sqrt(h) (1 + O(h)) (Milstein 1995
+    Thm 1.1; at most 1 by Clark & Cameron 1980)."""
 
     variance: str = "posterior"
     order = 1
+    strong_order = 1
+    order_source = (f"weak 1: {cite.WEAK}, one-step moments of the reverse SDE (Song et al. 2021 eq. 6) "
+                    f"matched to O(h^2); {cite.STRONG_ONE}")
+    order_note = cite.STRONG_NOTE
     stochastic = True
     time_variable = "lambda"
     tags = frozenset({"singlestep", "exponential"})
@@ -94,10 +113,19 @@ class DDPM(Solver):
 class DDIMEta(Solver):
     """DDIM with stochasticity eta: x_s = alpha_s x0 + sqrt(sigma_s^2 - s_eta^2) eps + s_eta z with
     s_eta = eta sigma_s sqrt(c) (Song, Meng & Ermon 2021 eq. 12 and 16). eta = 0 is DDIM, eta = 1 is
-    DDPM with the posterior variance. Weak order 1, 1 NFE per step."""
+    DDPM with the posterior variance. 1 NFE per step.
+
+    It discretises the marginal-preserving SDE dx = [f x - (1 + eta^2)/2 g^2 score] dt + eta g dW
+    (`lambda-sde` with lam = eta^2): s_eta^2 = eta^2 c sigma_s^2 = eta^2 g^2 h (1 + O(h)) and the mean
+    matches that SDE's drift to O(h^2). Weak order 1 (Milstein & Tretyakov 2004 Thm 2.2.1); strong
+    order 1, as DDPM (Milstein 1995 Thm 1.1; Clark & Cameron 1980 bound); eta = 0 is DDIM."""
 
     eta: float = 1.0
     order = 1
+    strong_order = 1
+    order_source = (f"weak 1: {cite.WEAK}, one-step moments of the SDE with lam = eta^2 (Zhang & Chen 2022 "
+                    f"eq. 3; Song, Meng & Ermon 2021 eq. 16) matched to O(h^2); {cite.STRONG_ONE}")
+    order_note = cite.STRONG_NOTE
     stochastic = True
     time_variable = "lambda"
     tags = frozenset({"singlestep", "exponential"})
@@ -121,16 +149,30 @@ class ExpSDE(Solver):
     """First-order exponential integrator of the reverse SDE with the noise prediction frozen over
     the step, linear part and noise variance integrated exactly (SDE-DPM-Solver-1 of Lu et al. 2022b;
     Zhang & Chen 2022): x_s = (alpha_s/alpha_t) x_t - 2 sigma_s (e^h - 1) eps
-    + sigma_s sqrt(e^{2h} - 1) z, h = lambda_s - lambda_t. Weak and strong order 1, 1 NFE per step.
+    + sigma_s sqrt(e^{2h} - 1) z, h = lambda_s - lambda_t. 1 NFE per step. Weak order 1: the linear part
+    and the noise variance are exact and eps is frozen over the step, so the one-step moments match
+    the reverse SDE's to O(h^2) (Milstein & Tretyakov 2004 Thm 2.2.1); strong order 1: the noise
+    sigma_s sqrt(e^{2h} - 1) z = g sqrt(h) (1 + O(h)) z with z the normalised increment of the path
+    (Milstein 1995 Thm 1.1; Clark & Cameron 1980 bound).
 
     In y = x / alpha this is y_s = y - 2 (sigma~_t - sigma~_s) eps + sqrt(sigma~_t^2 - sigma~_s^2) z. On a
     Gaussian target N(m, v) each step's variance error is 2 (dsigma~)^2 (sigma~^2 - v) / (sigma~^2 + v);
     propagated to the end and summed over a grid uniform in lambda it is h times a total derivative,
     d/du [-u / (u + v)^2] with u = sigma~^2, so the O(h) term is only ~ h sigma~_min^2 and the W2 falls
-    as N^-2 over any practical range; on other grids (karras) the O(h) term is back."""
+    as N^-2 over any practical range (a proven exception, `order_exceptions`); on other grids (karras)
+    the O(h) term is back. On 1-D mixtures the weak slopes are 0.95-1.16 on every grid."""
 
     order = 1
     strong_order = 1
+    order_source = (f"weak 1: {cite.WEAK}, one-step moments of the reverse SDE matched to O(h^2) "
+                    f"(SDE-DPM-Solver-1, Lu et al. 2022b); {cite.STRONG_ONE}")
+    order_note = cite.STRONG_NOTE
+    order_exceptions = (OrderException(
+        when=("gaussian", "grid=logsnr"), high=2,
+        note="Gaussian target on a grid uniform in lambda: the O(h) variance error summed over the grid is "
+             "h times the total derivative d/du [-u/(u + v)^2], u = sigma~^2 (see ExpSDE), so the O(h) "
+             "term is only ~ h sigma~_min^2 and W2 falls at ~2 over practical N (slopes ~2 up to ~1e3 "
+             "steps, then 1)."),)
     stochastic = True
     time_variable = "lambda"
     tags = frozenset({"singlestep", "exponential"})
@@ -158,6 +200,14 @@ class PCLangevin(Solver):
     lambda_t| = snr^2 g^2 |dt|: the corrector then adds Langevin dynamics at a rate that is O(1) in
     time, which leaves the marginals invariant, so the sampler is consistent with weak order 1.
     NFE per step: the predictor's plus corrector_steps.
+
+    Declared per instance: with the corrector active (corrector_steps > 0 and snr > 0), weak order
+    min(predictor, 1) for `scaled` (Lie-Trotter splitting of the predictor with Euler-Maruyama for
+    Langevin dynamics at rate snr^2 g^2, which leaves p_t invariant: one-step weak error O(h^2),
+    Milstein & Tretyakov 2004 Thm 2.2.1) and 0 for `fixed` / `norm`; strong order 0, since the
+    corrector's noise `noise.extra` is independent of the Brownian path and does not vanish
+    pathwise. With the corrector inactive the sampler is its predictor and inherits all of its
+    declared orders.
     """
 
     predictor: str = "euler-maruyama"
@@ -177,7 +227,26 @@ class PCLangevin(Solver):
         self._predictor = make_solver(self.predictor)
         pred = self._predictor
         self.nfe_per_step = pred.nfe_per_step + self.corrector_steps
-        self.order = min(pred.order, 1) if self.step_rule == "scaled" or self.corrector_steps == 0 else 0
+        if self.corrector_steps == 0 or self.snr == 0:  # no Langevin move: the predictor alone
+            self.order, self.order_cap = pred.order, pred.order_cap
+            self.strong_order = pred.strong_order if pred.stochastic else min(pred.order, 1)
+            self.order_note = pred.order_note
+            self.order_source = f"the predictor {pred.label}: {pred.order_source}"
+            self.order_exceptions = pred.order_exceptions
+        else:
+            self.order = min(pred.order, 1) if self.step_rule == "scaled" else 0
+            self.order_cap = None
+            self.strong_order = 0
+            self.order_note = ("Strong order 0: the Langevin corrector's noise (noise.extra) is independent "
+                               "of the Brownian path and does not vanish pathwise. "
+                               + ("Weak order min(predictor, 1): Lie-Trotter splitting with Langevin "
+                                  "dynamics at rate snr^2 g^2, which leaves p_t invariant."
+                                  if self.step_rule == "scaled" else
+                                  "Weak order 0: the Langevin step does not shrink with h, so its "
+                                  "O(eps) bias stays."))
+            self.order_source = (f"Song et al. 2021 Alg. 2-3 (method); weak: {cite.WEAK} applied to the "
+                                 f"splitting (scaled rule); predictor {pred.label}: {pred.order_source}")
+            self.order_exceptions = ()
         self.affine = pred.affine and self.step_rule != "norm"
         self.min_steps = pred.min_steps
         self.tags = pred.tags

@@ -244,7 +244,8 @@ def test_ema_decay_warms_up() -> None:
 
 def _check_image_results(out: Path, solvers: set[str], nfe: set[int]) -> pd.DataFrame:
     """fid and path-rms rows per (solver, NFE budget) in the standard results format."""
-    from bench.plots import RESULT_COLUMNS, load_results
+    from bench.plots import load_results
+    from bench.results import RESULT_COLUMNS
 
     rows = pd.read_csv(out / "results.csv")
     assert list(rows.columns) == list(RESULT_COLUMNS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,7 +11,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from solvers.base import Solver
+from solvers import citations as cite
+from solvers.base import OrderException, Solver
 from solvers.model import Model
 from solvers.registry import UnknownSolverError
 
@@ -108,11 +110,52 @@ class ExternalSolver(Solver):
         raise NotImplementedError
 
 
+STRONG_SOURCE = ("strong order 1: per step a consistent drift step plus fresh normals of std "
+                 "g sqrt(h) (1 + O(h)), read as normalised Brownian increments of the additive-noise reverse "
+                 f"SDE: {cite.STRONG}; {cite.CLARK_CAMERON}")
+
+
+def twin_meta(peer: str, params: dict[str, Any], stochastic: bool,
+              renames: dict[str, str] | None = None) -> dict[str, Any]:
+    """The proven-order metadata of our solver implementing the same method (`solvers.external.TWINS`),
+    built with the peer's parameters that it shares, or {} when there is no twin or it refuses those
+    parameters. The twin's declared order is the theorem for both (the parity tests show they are the
+    same method), so it replaces the adapter's table entry `order`."""
+    from solvers.external import TWINS
+    from solvers.registry import make_solver
+
+    name = TWINS.get(peer)
+    if name is None:
+        return {}
+    twin_cls = type(make_solver(name))
+    fields = {f.name for f in dataclasses.fields(twin_cls) if f.init}
+    shared = {(renames or {}).get(k, k): v for k, v in params.items()}
+    shared = {k: v for k, v in shared.items() if k in fields}
+    spec = name + (f"[{','.join(f'{k}={v}' for k, v in shared.items())}]" if shared else "")
+    try:
+        twin = make_solver(spec)
+    except UnknownSolverError:
+        return {}
+    return {"order": twin.order, "strong_order": twin.strong_order if stochastic else None,
+            "order_cap": twin.order_cap,
+            "order_note": twin.order_note, "order_exceptions": twin.order_exceptions,
+            "order_source": f"as our twin {twin.label}: {twin.order_source}"}
+
+
 def set_meta(solver: ExternalSolver, order: float | None, stochastic: bool, nfe_per_step: int,
-             tags: set[str]) -> ExternalSolver:
-    """Instance-level metadata (the class attributes of registered solvers)."""
-    object.__setattr__(solver, "order", math.nan if order is None else order)
-    object.__setattr__(solver, "stochastic", stochastic)
-    object.__setattr__(solver, "nfe_per_step", nfe_per_step)
-    object.__setattr__(solver, "tags", frozenset(tags | {"external"}))
+             tags: set[str], *, strong_order: float | None = None, order_cap: float | None = None,
+             order_note: str = "", order_source: str = "",
+             order_exceptions: tuple[OrderException, ...] = ()) -> ExternalSolver:
+    """Instance-level metadata (the class attributes of registered solvers). A stochastic peer without a
+    declared strong order gets 1 with the justification of STRONG_SOURCE."""
+    if stochastic and strong_order is None:
+        strong_order = 1
+        order_source = f"{order_source}; {STRONG_SOURCE}" if order_source else STRONG_SOURCE
+    values = {"order": math.nan if order is None else order, "stochastic": stochastic,
+              "nfe_per_step": nfe_per_step, "tags": frozenset(tags | {"external"}),
+              "strong_order": strong_order if stochastic else None, "order_cap": order_cap,
+              "order_note": order_note, "order_source": order_source,
+              "order_exceptions": tuple(order_exceptions)}
+    for key, value in values.items():
+        object.__setattr__(solver, key, value)
     return solver

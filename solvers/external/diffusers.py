@@ -21,7 +21,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from solvers.external.base import CountingModel, ExternalSolver, NoiseHook, Run, is_denoise, missing, set_meta
+from solvers.external.base import (
+    CountingModel,
+    ExternalSolver,
+    NoiseHook,
+    Run,
+    is_denoise,
+    missing,
+    set_meta,
+    twin_meta,
+)
 from solvers.model import Model
 from solvers.noise import IidNoise
 from solvers.registry import UnknownSolverError
@@ -39,6 +48,26 @@ STOCHASTIC = {"DDPMScheduler", "DDPMParallelScheduler", "EulerAncestralDiscreteS
               "KDPM2AncestralDiscreteScheduler", "DPMSolverSDEScheduler", "LCMScheduler", "TCDScheduler"}
 TWO_CALLS = {"HeunDiscreteScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler",
              "DPMSolverSDEScheduler"}
+_DDPM = ("Ho et al. 2020 ancestral posterior step (our `ddpm`): weak order 1, its moments match the reverse "
+         "SDE to O(h^2) (Milstein & Tretyakov 2004 Thm 2.2.1)")
+SOURCES = {  # where the declared order of a scheduler without a twin among our solvers comes from
+    "DDIMParallelScheduler": "DDIM = DPM-Solver-1: Lu et al. 2022 (DPM-Solver) Thm 3.2, k = 1",
+    "DDPMScheduler": _DDPM,
+    "DDPMParallelScheduler": _DDPM,
+    "EulerAncestralDiscreteScheduler": "Euler step to sigma_down plus exact ancestral noise (our "
+                                       "`euler-ancestral`): weak order of the Euler step, 1",
+    "HeunDiscreteScheduler": "Heun's method in sigma (Karras et al. 2022 Alg. 1, our `edm-heun`): HNW I "
+                             "Thm II.3.6, p = 2",
+    "DPMSolverSinglestepScheduler": "singlestep DPM-Solver(++)-k, Lu et al. 2022 Thm 3.2, k = solver_order "
+                                    "(the library's default order schedule mixes lower orders)",
+    "KDPM2AncestralDiscreteScheduler": "declared 1 here, not derived (k-diffusion's sample_dpm_2_ancestral "
+                                       "is weak order 2; this port is not checked against it)",
+    "DPMSolverSDEScheduler": "port of k-diffusion's sample_dpmpp_sde with its own Brownian tree; declared 1 "
+                             "here, not derived",
+    "LCMScheduler": "declared 1 here, not derived: each step re-noises the x0 prediction",
+    "TCDScheduler": "declared 1 here, not derived: each step re-noises the x0 prediction",
+}
+RENOISE = {"LCMScheduler", "TCDScheduler"}  # fresh noise of O(1) std per step: no pathwise convergence
 
 
 def _lib():
@@ -139,7 +168,24 @@ def make(target: str, params: dict[str, Any]) -> DiffusersSolver:
     default_order = defaults["solver_order"].default if "solver_order" in defaults else None
     order = params.get("solver_order", default_order)
     order = ORDERS.get(target, order)
+    if target == "UniPCMultistepScheduler" and order is not None:
+        order = order + 1  # UniP-p + UniC-p: order p + 1 (Zhao et al. 2023; diffusers: "solver_order + 1")
     stochastic = target in STOCHASTIC or "sde" in str(params.get("algorithm_type", ""))
     stochastic = stochastic or target == "SASolverScheduler"  # its default tau_func injects noise
     object.__setattr__(solver, "reference", f"diffusers {_lib().__version__}")
-    return set_meta(solver, order, stochastic, 2 if target in TWO_CALLS else 1, {"diffusers"})
+    meta = twin_meta(f"diffusers:{target}", {}, stochastic) if not params else {}
+    order = meta.pop("order", order)
+    if not meta:
+        why = SOURCES.get(target, "order as declared here (ORDERS or solver_order), not derived")
+        meta = {"order_source": f"diffusers {target}: {why}"}
+    if target == "DPMSolverMultistepScheduler" and order == 3:  # the shipped 3M update, as our dpmpp-3m
+        order, meta = 2, {
+            "order_source": "the library's third-order multistep update (DPM-Solver(++) 3M), order 2: its "
+                            "D2 = (D1_0 - D1_1)/(r0 + r1) is half the Taylor value the exact integral needs "
+                            "(local error ~ alpha h^3 x0''/12), the derivation in our dpmpp-3m",
+            "order_note": "Named third order (solver_order=3) but order 2: the halved D2, as our dpmpp-3m."}
+    if target in RENOISE:
+        meta = {**meta, "strong_order": 0,
+                "order_note": "Strong order 0: each step adds fresh noise of O(1) std, which does not vanish "
+                              "pathwise as h -> 0."}
+    return set_meta(solver, order, stochastic, 2 if target in TWO_CALLS else 1, {"diffusers"}, **meta)

@@ -32,6 +32,7 @@ from solvers.external.base import (
     is_denoise,
     missing,
     set_meta,
+    twin_meta,
 )
 from solvers.model import Model
 from solvers.noise import BrownianTreeNoise, IidNoise
@@ -40,7 +41,8 @@ from solvers.registry import UnknownSolverError
 ORDERS = {"sample_euler": 1, "sample_euler_ancestral": 1, "sample_heun": 2, "sample_dpm_2": 2,
           "sample_dpm_2_ancestral": 2, "sample_lms": 4, "sample_dpmpp_2s_ancestral": 2, "sample_dpmpp_sde": 2,
           "sample_dpmpp_2m": 2, "sample_dpmpp_2m_sde": 2, "sample_dpmpp_3m_sde": 2, "sample_lcm": 1}
-"""Theoretical orders (weak for the stochastic ones), the same as our solvers of the same method declare."""
+"""Theoretical orders (weak for the stochastic ones) of samplers without a twin among our solvers; where
+there is a twin `make` takes its order, strong order, cap, note, source and exceptions (base.twin_meta)."""
 TWO_CALLS = {"sample_heun", "sample_dpm_2", "sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral",
              "sample_dpmpp_sde"}
 
@@ -148,4 +150,16 @@ def make(target: str, params: dict[str, Any]) -> KdiffSolver:
         stochastic = False
     solver = KdiffSolver(target=target, config=dict(params))
     object.__setattr__(solver, "reference", f"k-diffusion {importlib.metadata.version('k-diffusion')}")
-    return set_meta(solver, ORDERS.get(target), stochastic, 2 if target in TWO_CALLS else 1, {"kdiff"})
+    order = ORDERS.get(target)
+    if target == "sample_lms":
+        order = int(params.get("order", 4))
+    renames = {"order": "max_order"} if target == "sample_lms" else None
+    if target == "sample_dpmpp_sde" and params.get("noise") == "iid":  # not our dpmpp-sde: no shared path
+        meta = {"order_source": "k-diffusion sample_dpmpp_sde with independent draws for its substep and "
+                                "full step: not our dpmpp-sde, whose measured weak order 2 needs the sqrt(r) "
+                                "correlation of one Brownian path; the declared order is ORDERS', unproven"}
+    else:
+        meta = twin_meta(f"kdiff:{target}", params, stochastic, renames) or {
+            "order_source": f"k-diffusion {target}: order as declared in ORDERS (no twin among our solvers)"}
+    order = meta.pop("order", order)
+    return set_meta(solver, order, stochastic, 2 if target in TWO_CALLS else 1, {"kdiff"}, **meta)
