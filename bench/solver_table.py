@@ -53,6 +53,21 @@ def _cell(orders: pd.DataFrame | None, solver: Solver, metric: str) -> str:
     return f"{r['order']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] {r['verdict']}"
 
 
+def short_source(source: str, width: int = 110) -> str:
+    """The citation without its parenthesised explanations (" (...)", not "O(h^2)"), cut at a word
+    within `width` characters (the whole text: `bench list solvers --format json`)."""
+    depth, out = 0, []
+    for i, ch in enumerate(source):
+        if ch == "(" and (depth or (i and source[i - 1] == " ")):
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif not depth:
+            out.append(ch)
+    text = re.sub(r"\s+([,;:])", r"\1", " ".join("".join(out).split()))
+    return text if len(text) <= width else text[:width].rsplit(" ", 1)[0].rstrip(",;:") + " …"
+
+
 def _num(value: float | None) -> str:
     return "–" if value is None else f"{value:g}"
 
@@ -66,7 +81,7 @@ def table(orders: pd.DataFrame | None = None) -> str:
                      f"{_num(solver.strong_order)} | {cap} | {solver.nfe_per_step} | "
                      f"{_cell(orders, solver, 'w2-exact')} | "
                      f"{_cell(orders, solver, 'path-rms') if solver.stochastic else ''} | "
-                     f"{solver.order_source} |")
+                     f"{short_source(solver.order_source)} |")
     return "\n".join(lines)
 
 
@@ -85,6 +100,7 @@ def main() -> None:
     new = table(measured(args.cache))
     if args.write:
         args.write.write_text(splice(args.write.read_text(), new))
+        print(f"wrote the solver table into {args.write}")
     else:
         print(new)
 
