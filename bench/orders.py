@@ -29,9 +29,9 @@ implementation caps the nominal order). `verdict` is three-valued, tol = 0.15 fo
 0.2 for stochastic ones (the pre-asymptotic bias of finite N):
 - agrees: the CI overlaps [theory - tol, theory_max + tol], is no wider than CI_MAX_WIDTH, and so
   does the finest local slope (within 2 of its standard errors);
-- disagrees: the CI excludes that band and the two finest local slopes agree with each other
-  (within tol, or within 2 standard errors of their difference, which must itself be below tol):
-  the slope has settled away from theory;
+- disagrees: the CI excludes that band, so does the finest local slope (within 2 of its standard
+  errors), and the finest local slopes have settled: the last two agree within tol, with a standard
+  error of their difference below tol, and the last three do not climb or fall by more than tol;
 - unresolved otherwise, with the reason: too few levels above the floor or standard error, local
   slopes still drifting, or a CI too wide to decide.
 """
@@ -76,6 +76,19 @@ def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray]:
     slope = float(((x - xm) * (y - ym)).sum() / ((x - xm) ** 2).sum())
     intercept = float(ym - slope * xm)
     return slope, intercept, y - (intercept + slope * x)
+
+
+def _slopes(lx: np.ndarray, ys: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Least-squares slopes of each row of ys (B, L) on lx (L,), rows weighted 0/1 by `weights` (a row
+    with fewer than two levels gives NaN)."""
+    w = np.ones_like(ys) if weights is None else weights.astype(float)
+    ys = np.where(w > 0, ys, 0.0)
+    sw = w.sum(1)
+    xm, ym = (w * lx).sum(1) / sw, (w * ys).sum(1) / sw
+    xc = lx[None, :] - xm[:, None]
+    sxx = (w * xc * xc).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sw >= 2, (w * xc * (ys - ym[:, None])).sum(1) / sxx, np.nan)
 
 
 def _coarse_cut(lx: np.ndarray, ly: np.ndarray) -> int:
@@ -162,31 +175,26 @@ def fit_order(steps_or_nfe, errors, noise_floor=None, seeds=None, stderr=None) -
 
     rng = np.random.default_rng(0)
     distinct = np.unique(seed_arr[used])
-    boot = []
+    boot = np.empty(0)
     if np.isfinite(se[used]).any() and np.isfinite(ly_se).all():
         notes.append("CI: parametric bootstrap over the levels' standard errors, joined with the "
                      "residual bootstrap (lack of fit)")
-        for _ in range(BOOTSTRAP):
-            boot.append(-_ols(lx, ly + ly_se * rng.standard_normal(len(ly)))[0])
+        boot = -_slopes(lx, ly + ly_se * rng.standard_normal((BOOTSTRAP, len(ly))))
     elif len(distinct) >= 2:
         notes.append(f"CI: bootstrap over {len(distinct)} seeds, joined with the residual bootstrap")
-        rows_of = {lv: [np.log(e[used & (x == lv) & (seed_arr == s)]) for s in distinct] for lv in kept_arr}
-        for _ in range(BOOTSTRAP):
-            pick = rng.integers(0, len(distinct), len(distinct))
-            bx, by = [], []
-            for lv, lx_v in zip(kept_arr, lx, strict=True):
-                vals = np.concatenate([rows_of[lv][j] for j in pick])
-                if len(vals):
-                    bx.append(lx_v)
-                    by.append(vals.mean())
-            if len(bx) >= 2:
-                boot.append(-_ols(np.array(bx), np.array(by))[0])
+        logs = np.log(np.where(used, e, 1.0))
+        cells = [[used & (x == lv) & (seed_arr == sd) for sd in distinct] for lv in kept_arr]
+        sums = np.array([[logs[c].sum() for c in row] for row in cells])  # (levels, seeds)
+        counts = np.array([[c.sum() for c in row] for row in cells])
+        pick = rng.integers(0, len(distinct), (BOOTSTRAP, len(distinct)))
+        total, n = sums[:, pick].sum(-1).T, counts[:, pick].sum(-1).T  # (BOOTSTRAP, levels)
+        boot = -_slopes(lx, np.where(n > 0, total / np.maximum(n, 1), np.nan), weights=n > 0)
     else:
         notes.append("CI: residual bootstrap (one seed)")
     scale = math.sqrt(len(lx) / (len(lx) - 2)) if len(lx) > 2 else 1.0
     fitted = intercept + slope * lx
-    residual_boot = [-_ols(lx, fitted + scale * rng.choice(resid, len(resid)))[0] for _ in range(BOOTSTRAP)]
-    bounds = [np.percentile(b, [2.5, 97.5]) for b in (boot, residual_boot) if b]
+    residual = -_slopes(lx, fitted + scale * resid[rng.integers(0, len(resid), (BOOTSTRAP, len(resid)))])
+    bounds = [np.nanpercentile(b, [2.5, 97.5]) for b in (boot, residual) if np.isfinite(b).any()]
     lo, hi = min(float(b[0]) for b in bounds), max(float(b[1]) for b in bounds)
     excluded = n_below + cut
     return OrderFit(order, min(lo, order), max(hi, order), len(lx), excluded, "; ".join(notes), used, below,
@@ -210,16 +218,25 @@ def verdict(fit: OrderFit, low: float, high: float, tol: float) -> tuple[str, st
         return "unresolved", f"{ci} too wide to decide against {theory}"
     if overlaps and finest_in:
         return "agrees", ""
-    # settled: the two finest local slopes agree (within tol, or within 2 standard errors of their
-    # difference), and that difference is measured to within tol
-    se_diff = math.hypot(fit.local_se[-1], fit.local_se[-2]) if len(fit.local_slopes) >= 2 else math.inf
-    settled = se_diff <= tol and abs(fit.local_slopes[-1] - fit.local_slopes[-2]) <= max(tol, 2 * se_diff)
-    if not overlaps and settled:
-        return "disagrees", f"{ci} excludes {theory} ± {tol:g}; finest local slopes {local} have settled"
     if overlaps:
         return "unresolved", (f"{ci} overlaps {theory} ± {tol:g} but the finest local slope "
                               f"{finest:.2f} ± {2 * finest_se:.2f} does not (local slopes {local})")
+    if finest_in:
+        return "unresolved", (f"{ci} excludes {theory} ± {tol:g} but the finest local slope {finest:.2f} "
+                              f"± {2 * finest_se:.2f} lies within it: the coarse levels are pre-asymptotic "
+                              f"(local slopes {local})")
+    if _settled(fit, tol):
+        return "disagrees", f"{ci} excludes {theory} ± {tol:g}; finest local slopes {local} have settled"
     return "unresolved", f"{ci} excludes {theory} ± {tol:g} but the local slopes {local} are still drifting"
+
+
+def _settled(fit: OrderFit, tol: float) -> bool:
+    """The finest local slopes have stopped moving: the last two agree within tol and their difference
+    is measured to within tol; and the last three do not climb or fall monotonically by more than tol."""
+    s, se = fit.local_slopes, fit.local_se
+    if len(s) < 2 or abs(s[-1] - s[-2]) > tol or math.hypot(se[-1], se[-2]) > tol:
+        return False
+    return not (len(s) >= 3 and (s[-1] - s[-2]) * (s[-2] - s[-3]) > 0 and abs(s[-1] - s[-3]) > tol)
 
 
 NO_ORDER_METRICS = ("fid", "mode-flips")

@@ -28,6 +28,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 from scipy import stats
 
+from bench.orders import FLOOR_FACTOR, STDERR_FACTOR
 from bench.style import FAMILIES, Size, SolverStyle, solver_styles, use_style
 
 RESULT_COLUMNS = (
@@ -50,6 +51,9 @@ METRIC_LABELS = {
     "weak-bump": "weak: RMS bump error [-]", "mmd": "weak: MMD [-]", "mmd-sample": "MMD (unpaired) [-]",
     "fid": "FID [-]",
 }
+# metrics whose noise floor belongs to each row (paired estimators: the solver's own pathwise noise and
+# reference): shown as hollow points, not as one band
+PER_ROW_FLOORS = frozenset({"weak-mean", "weak-cov", "weak-bump", "mmd", "path-median"})
 NFE_LABEL = "NFE [model evaluations]"
 TIME_LABEL = "sampling wall time [s]"
 # what the noise_floor column holds, per metric (bench/metrics.py, bench/reference.py, bench/image/run.py)
@@ -204,7 +208,9 @@ def ok_rows(rows: pd.DataFrame, positive: bool = True) -> pd.DataFrame:
 
 def aggregate(rows: pd.DataFrame, x: str) -> pd.DataFrame:
     """One point per (solver, steps or tolerance): mean x, geometric mean of the value over seeds,
-    and a 95 % t-interval of the log value (equal to the mean when there is one seed)."""
+    a 95 % t-interval of the log value (equal to the mean when there is one seed), and `below`: the
+    point is under FLOOR_FACTOR x its noise floor or STDERR_FACTOR x its standard error, the levels
+    the order fit leaves out (bench/orders.py)."""
     adaptive = rows["family"] == "adaptive"
     knob = rows["steps"].where(~adaptive, rows["tolerance"]).fillna(-1.0)
     out = []
@@ -215,9 +221,15 @@ def aggregate(rows: pd.DataFrame, x: str) -> pd.DataFrame:
         half = 0.0
         if n > 1 and logs.std(ddof=1) > 0:
             half = float(stats.t.ppf(0.975, n - 1) * logs.std(ddof=1) / math.sqrt(n))
+        floor = grp["noise_floor"].to_numpy(float) if "noise_floor" in grp else np.array([np.nan])
+        se = grp["stderr"].to_numpy(float) if "stderr" in grp else np.array([np.nan])
+        floor_mean = np.nanmean(floor) if np.isfinite(floor).any() else math.nan
+        se_mean = math.sqrt(np.nansum(se**2)) / n if np.isfinite(se).any() else math.nan
+        below = math.exp(mean) < FLOOR_FACTOR * floor_mean or math.exp(mean) < STDERR_FACTOR * se_mean
         out.append({"solver": solver, "family": grp["family"].iloc[0], "x": float(grp[x].median()),
-                    "y": math.exp(mean), "lo": math.exp(mean - half), "hi": math.exp(mean + half), "n": n})
-    frame = pd.DataFrame(out, columns=["solver", "family", "x", "y", "lo", "hi", "n"])
+                    "y": math.exp(mean), "lo": math.exp(mean - half), "hi": math.exp(mean + half), "n": n,
+                    "below": bool(below)})
+    frame = pd.DataFrame(out, columns=["solver", "family", "x", "y", "lo", "hi", "n", "below"])
     return frame.sort_values(["solver", "x"]).reset_index(drop=True)
 
 
@@ -276,11 +288,16 @@ def _save(fig: Figure, figdir: Path, name: str) -> list[Path]:
 
 
 def _draw_lines(ax: Axes, agg: pd.DataFrame, styles: dict[str, SolverStyle], size: Size,
-                ls: str = "-") -> None:
+                ls: str = "-", hollow_below: bool = False) -> None:
+    """One line per solver; with `hollow_below`, points within their own noise floor are hollow."""
     for solver, grp in agg.groupby("solver", sort=False):
         st = styles[solver]
         ax.plot(grp["x"], grp["y"], color=st.color, marker=st.marker, ls=ls, ms=size.marker,
                 lw=size.line, zorder=3)
+        low = grp[grp["below"]] if hollow_below else grp.iloc[:0]
+        if not low.empty:
+            ax.plot(low["x"], low["y"], color=st.color, marker=st.marker, ls="none", ms=size.marker,
+                    mfc="white", zorder=3.5)
         if (grp["n"] > 1).any():
             ax.fill_between(grp["x"], grp["lo"], grp["hi"], color=st.color, alpha=0.2, lw=0, zorder=2)
 
@@ -397,15 +414,19 @@ def _xy_figures(res: Results, rows: pd.DataFrame, name: str, x: str, xlabel: str
         for ax, (key, grp) in zip(axes, panels, strict=True):
             agg = aggregate(grp, x)
             solvers_seen += agg["solver"].tolist()
-            _draw_lines(ax, agg, res.styles, size)
+            per_row = grp["metric"].iloc[0] in PER_ROW_FLOORS
+            _draw_lines(ax, agg, res.styles, size, hollow_below=per_row)
             ax.set_xscale("log")
             ax.set_yscale("log")
             lims = np.concatenate([agg["lo"].to_numpy(), agg["hi"].to_numpy()])
-            floor_rows = grp
+            floor_rows = grp.iloc[:0] if per_row else grp  # per-row floors: hollow points, no band
             if grp["metric"].iloc[0] == "path-rms" and (~grp["stochastic"].astype(bool)).any():
                 # path-rms floors are per-reference self-checks: SDE references (one per solver,
                 # on its own Brownian path) are far coarser; shade the shared ODE reference's
                 floor_rows = grp[~grp["stochastic"].astype(bool)]
+            if per_row and agg["below"].any():
+                extra_handles["below"] = Line2D([], [], color="0.3", marker="o", mfc="white", ls="none",
+                                                label="within its own noise floor (not fitted)")
             floors = floor_rows["noise_floor"].to_numpy(float)
             finite_floors = floors[np.isfinite(floors) & (floors > 0)]
             ax.set_ylim(*_log_limits(np.concatenate([lims, finite_floors])))

@@ -98,7 +98,8 @@ def test_orders_table():
     assert "settled" in got.loc[("bad", "steps"), "reason"]
     assert got.loc[("em", "steps"), "verdict"] == "agrees"  # 0.85 vs 1 within the stochastic 0.2
     strict = orders_table(pd.DataFrame(rows), stochastic_tolerance=0.05).set_index(["solver", "axis"])
-    assert strict.loc[("em", "steps"), "verdict"] == "disagrees"
+    assert strict.loc[("em", "steps"), "verdict"] != "agrees"  # local slopes 0.84, 0.88, 0.81: +-0.05 is
+    assert "drifting" in strict.loc[("em", "steps"), "reason"]  # finer than their scatter
 
 
 def _fit_rows(values, stderr=None, theory=1.0, theory_max=None, metric="path-rms", steps=STEPS):
