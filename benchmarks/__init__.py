@@ -2,7 +2,7 @@
 
 Offline, in the current environment: `asv run --python=same --quick` (or `--environment
 existing`), then `asv publish` (html in .asv/html). Helpers live here; benchmarks in bench_*.py.
-The metrics come from `bench.metrics` when it is importable, else from POT and bench.exact_law
+The metrics come from `bench.measure.metrics` when it is importable, else from POT and bench.measure.exact_law
 directly (the same definitions: emd2 W2, 200-projection sliced W2, Bures W2 of the exact law).
 """
 
@@ -16,8 +16,8 @@ from torch import Tensor
 
 from analytic import get_problem, make_grid
 from analytic.problems import Problem
-from bench.exact_law import bures_w2, output_law
-from bench.models import analytic_model
+from bench.measure.exact_law import bures_w2, output_law
+from bench.measure.models import analytic_model
 from solvers import BrownianTreeNoise, IidNoise, Solver, make_solver, names, sample
 
 try:  # being written in parallel; the fallbacks below compute the same quantities
@@ -65,7 +65,7 @@ def sample_metric(name: str, x: Tensor, y: Tensor, seed: int = 0) -> float:
                                        numItermax=10**7)))
     if name == "sw2":
         return float(ot.sliced_wasserstein_distance(xs, ys, n_projections=SW2_PROJECTIONS, seed=seed))
-    raise NotImplementedError(f"metric {name!r} needs bench.metrics")
+    raise NotImplementedError(f"metric {name!r} needs bench.measure.metrics")
 
 
 def sample_metric_names() -> list[str]:

@@ -1,4 +1,4 @@
-"""Peak memory of the default sweep's first cell (bench.sweep; skipped until it exists)."""
+"""Peak memory of the default sweep's first cell (bench.sweep.engine; skipped until it exists)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ class PeakmemSweep:
 
     def setup(self) -> None:
         try:
-            from bench.sweep import default_config, plan_cells, run_cell
+            from bench.sweep.engine import default_config, plan_cells, run_cell
         except ImportError as exc:
-            raise NotImplementedError(f"bench.sweep is not available: {exc}") from None
+            raise NotImplementedError(f"bench.sweep.engine is not available: {exc}") from None
         self.run_cell = run_cell
         self.config = default_config()
         self.cell = plan_cells(self.config)[0]

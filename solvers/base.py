@@ -61,7 +61,7 @@ class Solver:
     `order` (warm-up steps of lower order, fixed Adams-Bashforth weights on non-uniform grids), with
     `order_note` giving the derivation; `order_exceptions` the proven reasons for higher slopes at
     practical N (a warm-up cap's constant is tiny, so such solvers carry an unconditional one up to
-    `order`). bench/theory.py turns these into the interval a measured order is compared with.
+    `order`). bench/measure/theory.py turns these into the interval a measured order is compared with.
     Other class attributes: `nfe_per_step`, `stochastic`, `tags` (e.g. "singlestep", "multistep",
     "adaptive", "exponential", "kdiff"), `min_steps`, `time_variable` and `reference` (paper and
     equation of the method). `affine`: the step is affine in (x, noise) whenever the model is affine

@@ -60,7 +60,7 @@ def test_unsupported_cells_are_skipped_not_failed():
     try:
         bench.setup()
     except NotImplementedError:
-        return  # bench.sweep not there yet: asv reports the benchmark as skipped
+        return  # bench.sweep.engine not there yet: asv reports the benchmark as skipped
     assert bench.cell is not None and callable(bench.run_cell)
 
 

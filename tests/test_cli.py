@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.cli import _user_errors, cli
+from bench.cli.main import _user_errors, cli
 
 BENCH = [sys.executable, "-m", "bench.cli"]
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from analytic import get_problem, make_grid
-from bench.models import analytic_model
+from bench.measure.models import analytic_model
 from solvers import BrownianTreeNoise, make_solver, names, resolve, sample
 from solvers.base import OrderException
 from tests.util import prior_sample

@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from bench.image import distributed as dfid
-from bench.image import fid
+from bench.studies.images import distributed as dfid
+from bench.studies.images import fid
 
 N = 11  # odd: the two shards differ in size
 SHAPE = (1, 8, 8)
@@ -21,7 +21,7 @@ SHAPE = (1, 8, 8)
 def _model_dir(root: Path) -> Path:
     from diffusers import DDPMScheduler
 
-    from bench.image.train import make_unet
+    from bench.studies.images.train import make_unet
 
     torch.manual_seed(0)
     make_unet(1, 8).save_pretrained(str(root / "unet"))
@@ -30,7 +30,7 @@ def _model_dir(root: Path) -> Path:
 
 
 def _stochastic_fn(model_dir: Path, batch: int) -> dfid.GenerateFn:
-    from bench.image.models import load_model
+    from bench.studies.images.models import load_model
     from solvers import make_solver
 
     times = torch.linspace(1.0, 1e-3, 4, dtype=torch.float64)
@@ -94,7 +94,7 @@ def test_two_gloo_processes_reproduce_the_single_process_samples(tmp_path: Path)
 
 
 def test_sampler_adapter_shards_concatenate_to_the_full_run(tmp_path: Path):
-    from bench.image.models import load_model
+    from bench.studies.images.models import load_model
     from solvers import make_solver
 
     times = torch.linspace(1.0, 1e-3, 3, dtype=torch.float64)

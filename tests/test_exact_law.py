@@ -10,9 +10,9 @@ import scipy.linalg
 import torch
 
 from analytic import get_problem, make_grid
-from bench.exact_law import bures_w2
-from bench.metrics import w2_exact
-from bench.models import analytic_model
+from bench.measure.exact_law import bures_w2
+from bench.measure.metrics import w2_exact
+from bench.measure.models import analytic_model
 from solvers import make_solver
 
 

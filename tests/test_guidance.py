@@ -11,11 +11,11 @@ import torch
 from click.testing import CliRunner
 
 from analytic import get_problem
-from bench import metrics
-from bench.cli import _user_errors, cli
-from bench.guidance import class_target, classify, guided_model
-from bench.learned import CheckpointError
-from bench.reference import reference
+from bench.cli.main import _user_errors, cli
+from bench.measure import metrics
+from bench.measure.reference import reference
+from bench.studies.guidance import class_target, classify, guided_model
+from bench.studies.learned import CheckpointError
 
 N = 600
 

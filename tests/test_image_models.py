@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from analytic.schedules import DiscreteDDPM
-from bench.image.data import FASHION_ROOT, DataError, load_dataset, read_idx, to_uint8
-from bench.image.models import ModelLoadError, load_model, schedule_from_config
-from bench.image.sampling import generate, initial_noise, sample_batches
-from bench.image.train import TrainConfig, TrainError, make_unet, train
+from bench.studies.images.data import FASHION_ROOT, DataError, load_dataset, read_idx, to_uint8
+from bench.studies.images.models import ModelLoadError, load_model, schedule_from_config
+from bench.studies.images.sampling import generate, initial_noise, sample_batches
+from bench.studies.images.train import TrainConfig, TrainError, make_unet, train
 from solvers import make_solver
 
 
@@ -145,7 +145,7 @@ def test_stochastic_generate_is_batch_and_shard_independent(tmp_path: Path, name
 
 
 def test_per_sample_brownian_rows_are_single_trees() -> None:
-    from bench.image.sampling import PerSampleBrownianNoise, path_seeds
+    from bench.studies.images.sampling import PerSampleBrownianNoise, path_seeds
     from solvers import BrownianTreeNoise
 
     seeds = path_seeds(0, 10, 3)
@@ -198,7 +198,7 @@ def test_train_records_loss_and_resumes(fashion_dir: Path, tmp_path: Path) -> No
 def test_image_run_cli_rows_and_figure(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from bench.cli import cli
+    from bench.cli.main import cli
 
     model_dir = save_model_dir(tmp_path / "m")
     out = tmp_path / "res"
@@ -220,7 +220,7 @@ def test_image_run_cli_rows_and_figure(tmp_path: Path) -> None:
 
 
 def test_image_cli_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from bench.cli import main
+    from bench.cli.main import main
 
     for argv in (["image-run", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "r")],
                  ["train-image", "--dataset", "fashion-mnist", "--data-root", str(tmp_path), "--out",
@@ -235,7 +235,7 @@ def test_image_cli_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture) ->
 
 
 def test_ema_decay_warms_up() -> None:
-    from bench.image.train import ema_decay
+    from bench.studies.images.train import ema_decay
 
     assert ema_decay(0.999, 0) == pytest.approx(0.1)
     assert ema_decay(0.999, 10) == pytest.approx(11 / 20)
@@ -244,8 +244,8 @@ def test_ema_decay_warms_up() -> None:
 
 def _check_image_results(out: Path, solvers: set[str], nfe: set[int]) -> pd.DataFrame:
     """fid and path-rms rows per (solver, NFE budget) in the standard results format."""
-    from bench.plots import load_results
-    from bench.results import RESULT_COLUMNS
+    from bench.report.figures import load_results
+    from bench.sweep.store import RESULT_COLUMNS
 
     rows = pd.read_csv(out / "results.csv")
     assert list(rows.columns) == list(RESULT_COLUMNS)
@@ -268,7 +268,7 @@ def _check_image_results(out: Path, solvers: set[str], nfe: set[int]) -> pd.Data
 def _check_image_figures(out: Path) -> None:
     from click.testing import CliRunner
 
-    from bench.cli import cli
+    from bench.cli.main import cli
 
     plotted = CliRunner().invoke(cli, ["plot", str(out)])
     assert plotted.exit_code == 0, plotted.output
@@ -281,7 +281,7 @@ def _check_image_figures(out: Path) -> None:
 def test_image_run_cli_fid_rows_resume_and_figures(tmp_path: Path, fashion_dir: Path) -> None:
     from click.testing import CliRunner
 
-    from bench.cli import cli
+    from bench.cli.main import cli
 
     model_dir = save_model_dir(tmp_path / "m")
     out, cache = tmp_path / "res", tmp_path / "cache"
@@ -310,7 +310,7 @@ def test_image_run_cli_fid_rows_resume_and_figures(tmp_path: Path, fashion_dir: 
 def test_image_run_adds_fid_to_cells_sampled_without_it(tmp_path: Path, fashion_dir: Path) -> None:
     from click.testing import CliRunner
 
-    from bench.cli import cli
+    from bench.cli.main import cli
 
     out = tmp_path / "res"
     base = ["image-run", "--model", str(save_model_dir(tmp_path / "m")), "--solvers", "ddim", "--nfe", "2",

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from analytic import get_problem
-from bench.decompose import COMPONENTS, crossover, decompose, table
-from bench.learned import (
+from bench.studies.decompose import COMPONENTS, crossover, decompose, table
+from bench.studies.learned import (
     CheckpointError,
     TrainConfig,
     learned_model,
@@ -19,7 +19,7 @@ from bench.learned import (
     score_error,
     train,
 )
-from bench.perturb import parse_model_spec
+from bench.studies.perturb import parse_model_spec
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_decomposition_rows_are_consistent():
 def test_cli_train_decompose_plot(tmp_path):
     from click.testing import CliRunner
 
-    from bench.cli import _user_errors, cli
+    from bench.cli.main import _user_errors, cli
 
     runner = CliRunner()
     ckpt = tmp_path / "net.pt"

@@ -10,11 +10,11 @@ import torch
 
 from analytic import get_problem, make_grid
 from analytic.problems import problem_from_dict
-from bench import metrics
-from bench.exact_law import output_law
-from bench.metrics import MetricError, exact_samples, noise_floor, sample_metric, w2_exact
-from bench.models import analytic_model
-from bench.reference import path_rms, reference
+from bench.measure import metrics
+from bench.measure.exact_law import output_law
+from bench.measure.metrics import MetricError, exact_samples, noise_floor, sample_metric, w2_exact
+from bench.measure.models import analytic_model
+from bench.measure.reference import path_rms, reference
 from solvers import Model, make_solver, names, sample
 from solvers.first_order import DDIM
 from tests.util import prior_sample

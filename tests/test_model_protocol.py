@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from analytic import get_problem, make_grid
-from bench.models import analytic_model
+from bench.measure.models import analytic_model
 from solvers import make_solver, parse_spec, resolve, sample
 from solvers.registry import UnknownSolverError
 from tests.util import prior_sample

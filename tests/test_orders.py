@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from analytic import get_problem, make_grid
-from bench.models import analytic_model
-from bench.orders import fit_order, orders_table
-from bench.reference import brownian_noise, path_rms, reference
+from bench.measure.models import analytic_model
+from bench.measure.orders import fit_order, orders_table
+from bench.measure.reference import brownian_noise, path_rms, reference
 from solvers import make_solver, names, sample
 from tests.util import prior_sample
 

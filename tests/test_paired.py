@@ -1,5 +1,5 @@
-"""Paired estimators (bench/paired.py) on constructed samples with known answers, the theory each
-metric is compared with (bench/theory.py), and the acceptance run of the weak metrics."""
+"""Paired estimators (bench/measure/paired.py) on constructed samples with known answers, the theory each
+metric is compared with (bench/measure/theory.py), and the acceptance run of the weak metrics."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from analytic.targets import GaussianMixture
-from bench.paired import (
+from bench.measure.paired import (
     Paired,
     WeakFamily,
     mmd,
@@ -24,7 +24,7 @@ from bench.paired import (
     weak_family,
     weak_mean,
 )
-from bench.theory import conditions, theory
+from bench.measure.theory import conditions, theory
 from solvers import make_solver
 
 STD2 = GaussianMixture([1.0], [[0.0, 0.0]], [[[1.0, 0.0], [0.0, 1.0]]])

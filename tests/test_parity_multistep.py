@@ -19,7 +19,7 @@ import torch
 from analytic import get_problem
 from analytic.problems import Problem
 from analytic.schedules import Schedule, TimeLike, _t
-from bench.models import analytic_model
+from bench.measure.models import analytic_model
 from solvers import make_solver, sample
 from tests.peers import KDenoiser, diffusers, kdiffusion_sampling
 from tests.util import prior_sample

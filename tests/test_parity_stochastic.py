@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from analytic import get_problem, make_grid
-from bench.models import analytic_model
+from bench.measure.models import analytic_model
 from solvers import BrownianTreeNoise, make_solver, sample
 from tests.peers import KDenoiser, diffusers, kdiffusion_sampling
 from tests.util import prior_sample

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.plots import ORDER_COLUMNS, RESULT_COLUMNS, ResultsError, load_results, make_figures
+from bench.report.figures import ORDER_COLUMNS, RESULT_COLUMNS, ResultsError, load_results, make_figures
 
 # (label, name, params, family, stochastic, theory order, NFE per step)
 SOLVERS = [
@@ -193,7 +193,7 @@ def test_malformed_directory_raises_one_line(tmp_path: Path, damage: str):
 
 
 def test_floor_label_names_what_each_metric_floor_is():
-    from bench.plots import floor_label
+    from bench.report.figures import floor_label
 
     # image-run: path-rms only, whose floor is the reference's self-check (no exact samples exist)
     assert floor_label(["path-rms"]) == "noise floor (path-rms: reference vs. half its steps)"

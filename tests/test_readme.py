@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.solver_table import END, START, table
+from bench.report.solver_table import END, START, table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,7 +17,7 @@ def _rows(text: str) -> dict[str, list[str]]:
 
 def test_solver_table_is_generated_from_the_classes():
     readme, fresh = _rows((ROOT / "README.md").read_text()), _rows(f"{START}\n{table()}\n{END}")
-    assert readme.keys() == fresh.keys(), "regenerate: python -m bench.solver_table --write README.md"
+    assert readme.keys() == fresh.keys(), "regenerate: python -m bench.report.solver_table --write README.md"
     declared = (1, 2, 3, 4, 5, 8)  # family, order, strong, cap, NFE/step, source
     for name, row in fresh.items():
         assert [readme[name][i] for i in declared] == [row[i] for i in declared], name

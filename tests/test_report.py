@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.plots import ResultsError
-from bench.report import disagreement_reason, write_report
+from bench.report.figures import ResultsError
+from bench.report.report import disagreement_reason, write_report
 from tests.test_plots import write_results_dir
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from analytic import get_problem, make_grid
-from bench.models import analytic_model
+from bench.measure.models import analytic_model
 from solvers import make_solver, sample
 from tests.util import exact_error, prior_sample, slope, within_theory
 
@@ -58,7 +58,7 @@ def _check_order(spec: str, schedule: str, grid: str, steps: tuple, expected: fl
 
 def _check_theory(spec: str, schedule: str, grid: str, steps: tuple) -> None:
     """The slope lies in the proven interval (the implementation's cap up to the nominal order where
-    the cap comes from warm-up steps at high noise; bench/theory.py) within 0.15."""
+    the cap comes from warm-up steps at high noise; bench/measure/theory.py) within 0.15."""
     observed = _observed(spec, schedule, grid, steps)
     assert within_theory(spec, observed, schedule, grid, 0.15), f"{spec} {schedule}/{grid}: {observed:.3f}"
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from analytic import get_problem, make_grid
-from bench.exact_law import bures_w2, output_law
-from bench.models import analytic_model
+from bench.measure.exact_law import bures_w2, output_law
+from bench.measure.models import analytic_model
 from solvers import BrownianTreeNoise, IidNoise, ZeroNoise, make_solver, resolve, sample
 from tests.util import exact_error, prior_sample, slope, within_theory
 

@@ -1,7 +1,7 @@
-"""The control-variate weak-error estimator (bench/paired.py) against an exact ground truth.
+"""The control-variate weak-error estimator (bench/measure/paired.py) against an exact ground truth.
 
-In 1-D, E f(X_N) of a solver's output is computable without Monte Carlo (bench/weak_truth.py: quadrature
-over x_T through the deterministic map; backward Kolmogorov recursion through each step's Gaussian
+In 1-D, E f(X_N) of a solver's output is computable without Monte Carlo (bench/measure/weak_truth.py:
+quadrature over x_T through the deterministic map; backward Kolmogorov recursion through each step's Gaussian
 kernel for stochastic single-step solvers). The paired estimator mean[f(x_i) - f(r_i) + c (f(rc_i) -
 f(r_i))] must land within 3 standard errors of E f(X_N) - E f(X), and its standard error must be honest:
 over repeated seeds the estimates scatter as the stated standard errors say.
@@ -17,10 +17,10 @@ import torch
 
 from analytic import make_grid
 from analytic.problems import problem_from_dict
-from bench.models import analytic_model
-from bench.paired import Paired, differences
-from bench.reference import brownian_noise, reference
-from bench.weak_truth import exact_expectation, exact_marginal_expectation
+from bench.measure.models import analytic_model
+from bench.measure.paired import Paired, differences
+from bench.measure.reference import brownian_noise, reference
+from bench.measure.weak_truth import exact_expectation, exact_marginal_expectation
 from solvers import make_solver, sample
 
 PROBLEM = problem_from_dict({"weights": [0.6, 0.4], "means": [[-1.0], [1.5]], "vars": [[0.05], [0.2]],

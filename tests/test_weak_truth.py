@@ -1,4 +1,4 @@
-"""bench.weak_truth: exact E f(X_N) in 1-D against the closed-form Gaussian output law, resolution
+"""bench.measure.weak_truth: exact E f(X_N) in 1-D against the closed-form Gaussian output law, resolution
 refinement on a bimodal mixture, Monte Carlo, weak convergence of DDIM, and the refusals."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import torch
 
 from analytic import get_problem, make_grid
 from analytic.problems import problem_from_dict
-from bench.exact_law import output_law
-from bench.models import analytic_model
-from bench.weak_truth import exact_expectation, exact_marginal_expectation
+from bench.measure.exact_law import output_law
+from bench.measure.models import analytic_model
+from bench.measure.weak_truth import exact_expectation, exact_marginal_expectation
 from solvers import IidNoise, Solver, make_solver, sample
 
 SOLVERS = ["ddim", "heun", "euler-maruyama", "ddpm"]

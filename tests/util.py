@@ -8,9 +8,9 @@ import torch
 
 from analytic import get_problem, make_grid
 from analytic.problems import Problem
-from bench.exact_law import bures_w2, output_law
-from bench.models import analytic_model
-from bench.theory import conditions, theory
+from bench.measure.exact_law import bures_w2, output_law
+from bench.measure.models import analytic_model
+from bench.measure.theory import conditions, theory
 from solvers import Model, make_solver
 
 
@@ -66,7 +66,7 @@ def prior_sample(problem: Problem, n: int, seed: int = 0, dtype=torch.float64) -
 def within_theory(spec: str, observed: float, schedule: str, grid: str, tol: float, metric: str = "w2-exact",
                   gaussian: bool = True) -> bool:
     """Whether a measured slope lies in the proven interval [low - tol, high + tol] that the harness
-    compares it with (bench/theory.py: the implementation's cap, raised by the proven exceptions that
+    compares it with (bench/measure/theory.py: the implementation's cap, raised by the proven exceptions that
     apply on this problem, grid and schedule)."""
     th = theory(make_solver(spec), metric, conditions(gaussian, grid, schedule))
     return th.low - tol <= observed <= th.high + tol

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.measure.orders import orders_table
+
 RESULT_COLUMNS = [
     "problem", "schedule", "model", "solver", "solver_name", "params", "family", "stochastic",
     "theory_order", "theory_order_max", "theory_kind", "grid", "steps", "nfe", "seed", "metric", "value",
@@ -72,8 +74,6 @@ class ResultStore:
 
     def finalize(self) -> pd.DataFrame:
         """Write results.csv / results.parquet and orders.csv from the cell log."""
-        from bench.orders import orders_table
-
         frame = self.frame().reset_index(drop=True)
         frame.to_csv(self.out_dir / "results.csv", index=False)
         frame.to_parquet(self.out_dir / "results.parquet", index=False)

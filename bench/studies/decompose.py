@@ -17,10 +17,10 @@ from collections.abc import Callable
 import pandas as pd
 
 from analytic import get_problem, make_grid
-from bench import metrics
-from bench.models import analytic_model
-from bench.perturb import parse_model_spec
-from bench.reference import path_rms, reference
+from bench.measure import metrics
+from bench.measure.models import analytic_model
+from bench.measure.reference import path_rms, reference
+from bench.studies.perturb import parse_model_spec
 from solvers import resolve, sample
 
 COMPONENTS = ("discretization", "score", "both")

@@ -1,5 +1,5 @@
 """`bench image-run`: every solver at every NFE budget on a learned image model, from the same
-initial noise, scored by path-rms against a high-NFE reference (and FID when bench.image.fid exists).
+initial noise, scored by path-rms against a high-NFE reference (and FID when bench.studies.images.fid exists).
 
 Reference (documented choice): deterministic solvers share one ODE reference, DPM-Solver++(3M) at
 `reference_steps` (default 500) log-SNR steps from the same x_T; a stochastic solver is compared
@@ -21,13 +21,13 @@ import pandas as pd
 import torch
 
 from analytic import make_grid
-from bench.image.data import load_dataset, to_uint8
-from bench.image.models import load_model
-from bench.image.sampling import BatchedSample, initial_noise, sample_batches
-from bench.reference import path_rms
-from bench.results import ResultStore, RunDirError, load_manifest, write_manifest
-from bench.sweep import family
-from bench.theory import theory
+from bench.measure.reference import path_rms
+from bench.measure.theory import theory
+from bench.studies.images.data import load_dataset, to_uint8
+from bench.studies.images.models import load_model
+from bench.studies.images.sampling import BatchedSample, initial_noise, sample_batches
+from bench.sweep.engine import family
+from bench.sweep.store import ResultStore, RunDirError, load_manifest, write_manifest
 from solvers import Solver, make_solver, resolve
 from solvers.model import Model
 
@@ -50,7 +50,7 @@ class ImageRunConfig:
     reference_steps: int = 500
     denoise_final: bool = False
     device: str = "cpu"
-    fid_dataset: str | None = None  # FID against this dataset's training images (needs bench.image.fid)
+    fid_dataset: str | None = None  # FID against this dataset's training images (bench.studies.images.fid)
     fid_extractor: str = "inception"
     fid_reference: int = 2000
     fid_data_root: str | None = None  # the dataset's files (default: load_dataset's)
@@ -70,10 +70,10 @@ FID_SETTINGS = ("fid_dataset", "fid_extractor", "fid_reference")
 
 
 class FIDHook:
-    """FID of generated images against cached training statistics, via bench.image.fid."""
+    """FID of generated images against cached training statistics, via bench.studies.images.fid."""
 
     def __init__(self, cfg: ImageRunConfig):
-        fid = importlib.import_module("bench.image.fid")
+        fid = importlib.import_module("bench.studies.images.fid")
         self.fid, self.cfg, self._floors = fid, cfg, {}
         cache = Path(cfg.fid_cache_dir) if cfg.fid_cache_dir else None
         root = self.root = Path(cfg.fid_data_root) if cfg.fid_data_root else None
@@ -105,8 +105,8 @@ class FIDHook:
 def fid_hook(cfg: ImageRunConfig) -> FIDHook | None:
     if cfg.fid_dataset is None:
         return None
-    if importlib.util.find_spec("bench.image.fid") is None:
-        raise ImageRunError("--fid-dataset needs bench/image/fid.py, which is not installed")
+    if importlib.util.find_spec("bench.studies.images.fid") is None:
+        raise ImageRunError("--fid-dataset needs bench/studies/images/fid.py, which is not installed")
     return FIDHook(cfg)
 
 
@@ -203,7 +203,7 @@ def _lacks_fid(rows: list[dict]) -> bool:
 
 
 def _path_theory(solver: Solver) -> dict:
-    """The strong order that path-rms rows are compared with (bench/theory.py)."""
+    """The strong order that path-rms rows are compared with (bench/measure/theory.py)."""
     th = theory(solver, "path-rms")
     return {"theory_order": th.low, "theory_order_max": th.high, "theory_kind": th.kind}
 

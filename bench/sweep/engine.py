@@ -20,12 +20,13 @@ import torch
 
 from analytic import GRIDS, get_problem, make_grid
 from analytic.problems import Problem
-from bench import metrics
-from bench.models import analytic_model
-from bench.paired import PATH_METRICS, WEAK_METRICS, paired_row
-from bench.reference import reference
-from bench.results import RESULT_COLUMNS, ResultStore, RunDirError, load_manifest, write_manifest
-from bench.theory import conditions, theory
+from bench.measure import metrics
+from bench.measure.models import analytic_model
+from bench.measure.paired import PATH_METRICS, WEAK_METRICS, paired_row
+from bench.measure.reference import reference
+from bench.measure.theory import conditions, theory
+from bench.sweep.manifest import build_manifest
+from bench.sweep.store import RESULT_COLUMNS, ResultStore, RunDirError, load_manifest, write_manifest
 from solvers import BrownianTreeNoise, Solver, make_solver, parse_spec, resolve, sample
 from solvers.noise import _mix
 
@@ -239,7 +240,7 @@ def run_cell(config: SweepConfig, cell: Cell) -> list[dict]:
     noise = None
     noise_seed = _stream_seed(cell.seed, problem.name, "noise")
     if getattr(solver, "external", False):  # diffusers:/kdiff: drive their own trajectory
-        from bench.external import external_rows
+        from bench.studies.peers import external_rows
 
         out = external_rows(problem, solver, model, times, x_T, cell.seed, noise_seed, metric_names, row0,
                             rows, _prior_law(problem, config))
@@ -332,8 +333,6 @@ def _chain_cost(chain: list[Cell]) -> float:
 def run_sweep(config: SweepConfig, out_dir: Path, command: str = "", jobs: int = 1,
               progress: Progress | None = None) -> Path:
     """Run (or resume) a sweep into out_dir; returns out_dir."""
-    from bench.manifest import build_manifest
-
     cells = plan_cells(config)
     out_dir = Path(out_dir)
     existing = load_manifest(out_dir)

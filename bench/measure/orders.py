@@ -23,7 +23,7 @@ round-off) is a finding, and the note says so. The local slopes between consecut
 with their standard errors, are kept for the verdict.
 
 `orders_table` applies this per (problem, schedule, model, solver, family, grid, metric) and axis
-("steps", "nfe") and compares with the theory the rows carry (bench/theory.py: weak order for
+("steps", "nfe") and compares with the theory the rows carry (bench/measure/theory.py: weak order for
 errors in law, strong order for pathwise errors, an interval [theory, theory_max] where the
 implementation caps the nominal order). `verdict` is three-valued, tol = 0.15 for ODE solvers and
 0.2 for stochastic ones (the pre-asymptotic bias of finite N):

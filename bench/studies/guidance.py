@@ -7,7 +7,7 @@ is closed-form:
       eps~ = (1 + w) eps_cond - w eps_uncond,  i.e. classifier guidance with scale 1 + w.
 w = 0 (classifier) samples p, w = 1 samples p(. | y); w > 1 sharpens towards the class.
 The guided sweep measures each solver's path-rms against the same guided PF-ODE solved to high
-accuracy (bench/reference.py), so guidance's effect on discretization error is isolated.
+accuracy (bench/measure/reference.py), so guidance's effect on discretization error is isolated.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from torch import Tensor
 from analytic import get_problem, make_grid
 from analytic.problems import Problem
 from analytic.targets import GaussianMixture
-from bench import metrics
-from bench.learned import CheckpointError
-from bench.reference import path_rms, reference
+from bench.measure import metrics
+from bench.measure.reference import path_rms, reference
+from bench.studies.learned import CheckpointError
 from solvers import resolve, sample
 from solvers.model import Model
 

@@ -3,7 +3,7 @@
 t is drawn uniformly from [1/N, 1] (continuous, the solvers' time; t N - 1 is the network's
 timestep), x_t = alpha(t) x0 + sigma(t) eps and the loss is ||eps_theta(x_t, t) - eps||^2
 (Ho et al. 2020). An EMA of the weights is what gets saved, in the diffusers layout
-(`unet/` + `scheduler/`) that `bench.image.models.load_model` reads. `checkpoint.pt` holds the step
+(`unet/` + `scheduler/`) that `bench.studies.images.models.load_model` reads. `checkpoint.pt` holds the step
 counter, weights, optimizer and EMA, so rerunning the same command resumes where it stopped.
 """
 
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from analytic.schedules import DiscreteDDPM
-from bench.image.data import load_dataset
+from bench.studies.images.data import load_dataset
 
 CHECKPOINT = "checkpoint.pt"
 LOSS_CSV = "loss.csv"

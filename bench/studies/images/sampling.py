@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bench.image.data import to_uint8
-from bench.image.models import image_shape
+from bench.studies.images.data import to_uint8
+from bench.studies.images.models import image_shape
 from solvers import BrownianTreeNoise, Solver, sample
 from solvers.model import Model
 from solvers.noise import _float_bits, _mix

@@ -17,7 +17,7 @@ pathwise limit; path-rms is not meaningful for them.
 Self-check: every reference is computed at N and 2N steps (doubling N until the two agree to
 `tol`, if given) and returns the 2N run with `error` = path-rms(x_N, x_2N). For an order-p method
 that overestimates the 2N run's own error by 2^p - 1 (15x for RK4; about 1x for strong order 1),
-so it is a safe floor: the sweep records it as `noise_floor` of path-rms rows, and bench/orders.py
+so it is a safe floor: the sweep records it as `noise_floor` of path-rms rows, and bench/measure/orders.py
 then excludes errors below 3x it. References are cached in memory (and on disk under `cache_dir`)
 keyed by problem, schedule, interval, model name, method, grid, a digest of x_T and, for SDEs,
 the seed and solver.

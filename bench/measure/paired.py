@@ -2,7 +2,7 @@
 floor (control variates) and robust pathwise statistics.
 
 Every solver sample x_i is paired with a reference r_i started from the same x_T and, for SDE
-solvers, driven by the same Brownian path (bench/reference.py), and with the reference's coarse
+solvers, driven by the same Brownian path (bench/measure/reference.py), and with the reference's coarse
 twin rc_i (half its steps). For test functions f (a feature vector per point) the weak error
 e_f = E f(X_N) - E f(X), X ~ the exact law at the grid's last time, is estimated by the mean of
 
@@ -27,7 +27,7 @@ Metrics (each returns value, standard error, noise floor and the plain estimator
   space with v_i = phi(x_i) - (1 + c) phi(r_i) + c phi(rc_i), estimated without bias by the U-statistic
   (1 / n(n-1)) sum_{i != j} <v_i, v_j>, the paired form of Gretton's MMD^2_u.
 Norms of estimated vectors are biased upward by noise: the noise floor of a norm is what it would
-read with no signal, sqrt(trace Cov(d) / n), and bench/orders.py ignores levels below 3x it.
+read with no signal, sqrt(trace Cov(d) / n), and bench/measure/orders.py ignores levels below 3x it.
 Standard errors of norms come from the delta method.
 
 Pathwise statistics of the per-sample distances |x_i - r_i|: `path-rms` (with its standard
@@ -275,7 +275,7 @@ def path_stats(x: Tensor, ref: Tensor, coarse: Tensor, law: GaussianMixture) -> 
 
 def paired_row(name: str, x: Tensor, ref, law: GaussianMixture) -> dict:
     """The row fields (value, stderr, noise_floor, ...) of weak or pathwise metric `name` for solver
-    samples `x` against a bench.reference.Reference `ref`, `law` the exact law at the end point."""
+    samples `x` against a bench.measure.reference.Reference `ref`, `law` the exact law at the end point."""
     if name in WEAK_METRICS:
         est = weak_error(name, Paired.of(x, ref.x, ref.coarse, ref.order), law)
         return {"value": est.value, "stderr": est.stderr, "noise_floor": est.noise_floor,

@@ -2,15 +2,15 @@
 
 Two regimes, always kept apart:
 - `w2-exact` has no sampling error: on a Gaussian target every solver is affine in (x_T, noise),
-  so its output law is an exact Gaussian (bench/exact_law.py) compared with the exact marginal by
+  so its output law is an exact Gaussian (bench/measure/exact_law.py) compared with the exact marginal by
   the Bures formula. `path-rms` compares each sample with a high-accuracy solution from the same
-  x_T (and Brownian path): its only floor is the reference's own error (bench/reference.py).
+  x_T (and Brownian path): its only floor is the reference's own error (bench/measure/reference.py).
 - `w2`, `sw2`, `sinkhorn`, `mmd-sample` compare n solver samples with n exact samples of p_{t_min}; even a
   perfect solver scores the *noise floor*, the same metric between two independent exact samples
   (REFERENCE.md: exact W2 of two 4,000-point 2-D standard Gaussian samples is ~0.10). A value
-  within ~3x its floor says nothing about the solver (bench/orders.py excludes such points).
+  within ~3x its floor says nothing about the solver (bench/measure/orders.py excludes such points).
 - The weak metrics (`weak-mean`, `weak-cov`, `weak-bump`, `mmd`) and `path-median` pair each sample
-  with the reference too (bench/paired.py): control variates put their floor far below the
+  with the reference too (bench/measure/paired.py): control variates put their floor far below the
   sampling floor of the sample metrics, and each row carries its standard error.
 
 Seeds: exact samples are drawn from a torch.Generator seeded with numpy's SeedSequence hash of
@@ -30,8 +30,8 @@ from torch import Tensor
 
 from analytic.problems import Problem
 from analytic.targets import GaussianMixture
-from bench.exact_law import bures_w2, output_law
-from bench.reference import Reference, path_rms, reference
+from bench.measure.exact_law import bures_w2, output_law
+from bench.measure.reference import Reference, path_rms, reference
 from solvers.base import Solver
 from solvers.model import Model
 
@@ -251,7 +251,7 @@ def w2_exact(problem: Problem, solver: Solver, model: Model, times: Tensor,
 
 def reference_for(problem: Problem, model: Model, x_T: Tensor, seed: int, solver: Solver | None = None,
                   denoise_final: bool = False, **kw) -> Reference:
-    """The path-rms reference of `solver`'s run from x_T (bench/reference.py): `.x` to compare
+    """The path-rms reference of `solver`'s run from x_T (bench/measure/reference.py): `.x` to compare
     with `path_rms`, `.error` its self-checked error, to record as the row's noise floor. For
     stochastic solvers pass `noise_seed`, the seed of the BrownianTreeNoise that drove the run."""
     return reference(problem, model, x_T, seed, solver, denoise_final=denoise_final, **kw)

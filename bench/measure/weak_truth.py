@@ -27,7 +27,7 @@ prior's tail mass beyond `tail` sigma dropped); u_k is constant beyond. a_k and 
 independent of x; anything else is refused with ValueError, as are batch-coupled solvers
 (`affine = False`: adaptive step control) and problems with d != 1.
 
-Accuracy (tests/test_weak_truth.py): E X_N, E X_N^2 agree with bench.exact_law's Gaussian output law
+Accuracy (tests/test_weak_truth.py): E X_N, E X_N^2 agree with bench.measure.exact_law's Gaussian output law
 to ~5e-14 for ddim, heun, euler-maruyama and ddpm at 8-128 steps; on a bimodal mixture, doubling
 every resolution (and tail 11 -> 13) moves E f by < 1e-14 (f = x, x^2, a bump) at 8-128 steps, and a
 two-step chain agrees with a brute-force tensor quadrature to ~1e-13.
@@ -49,7 +49,7 @@ from scipy.signal import fftconvolve
 from scipy.special import ndtr
 
 from analytic.problems import Problem
-from bench.models import analytic_model
+from bench.measure.models import analytic_model
 from solvers.base import Solver
 from solvers.loop import check_grid, sample
 from solvers.model import Model

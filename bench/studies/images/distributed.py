@@ -17,7 +17,8 @@ import torch.distributed as dist
 from torch import Tensor
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
-from bench.image import fid as fidlib
+from bench.studies.images import fid as fidlib
+from bench.studies.images.sampling import generate
 from solvers.base import Solver
 from solvers.model import Model
 
@@ -80,8 +81,6 @@ def _my_indices(n: int) -> Tensor:
 
 def _sampler_images(indices: Tensor, model: Model, solver: Solver, times: Tensor, seed: int,
                     batch: int) -> Tensor:
-    from bench.image.sampling import generate
-
     start = int(indices[0]) if len(indices) else 0
     if not torch.equal(indices, torch.arange(start, start + len(indices))):
         raise fidlib.FIDError("the sampler adapter needs contiguous indices")
@@ -90,7 +89,7 @@ def _sampler_images(indices: Tensor, model: Model, solver: Solver, times: Tensor
 
 def sampler_generate_fn(model: Model, solver: Solver, times: Tensor, seed: int,
                         batch: int = 64) -> GenerateFn:
-    """generate_fn for bench.image.sampling.generate: x_T and, for stochastic solvers, the Brownian
+    """generate_fn for bench.studies.images.sampling.generate: x_T and, for stochastic solvers, the Brownian
     path of each sample depend only on (seed, index), so the images do not depend on the world size
     or on the batch split, for deterministic and stochastic solvers alike.
     """

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import torch
 
-from bench.learned import CheckpointError
+from bench.studies.learned import CheckpointError
 
 DECOMPOSITION_CSV = "decomposition.csv"
 
@@ -33,7 +33,7 @@ def train_score_cmd(problem, parameterization, width, depth, train_steps, sample
                     schedule, out) -> None:
     """Train a time-conditioned MLP by denoising score matching on exact samples of PROBLEM and
     report its score error E_t E_x sigma_t^2 ||s_theta - grad log p_t||^2 against the exact score."""
-    from bench.learned import TrainConfig, save_checkpoint, train
+    from bench.studies.learned import TrainConfig, save_checkpoint, train
 
     torch.set_num_threads(1)  # small tensors on a shared machine: threads only spin-wait
     config = TrainConfig(problem=problem, schedule=schedule, parameterization=parameterization, width=width,
@@ -65,9 +65,9 @@ def train_score_cmd(problem, parameterization, width, depth, train_steps, sample
 def decompose_cmd(problem, model_spec, solvers, steps, seeds, samples, schedule, out) -> None:
     """Per (solver, steps): error with the exact score (discretization), of the reference solver with
     the tested model (score) and with both; writes decomposition.csv, a table and a figure."""
-    from bench.cli import _ints, _names
-    from bench.decompose import crossover, decompose, table
-    from bench.plot_decompose import plot_decomposition
+    from bench.cli.main import _ints, _names
+    from bench.report.decomposition import plot_decomposition
+    from bench.studies.decompose import crossover, decompose, table
 
     torch.set_num_threads(1)
     if seeds <= 0 or samples <= 0:
@@ -89,7 +89,7 @@ def plot_directory(results_dir: Path) -> list[Path]:
     """The decomposition figures of a `bench decompose` directory (used by `bench plot`)."""
     import pandas as pd
 
-    from bench.plot_decompose import plot_decomposition
+    from bench.report.decomposition import plot_decomposition
 
     frame = pd.read_csv(results_dir / DECOMPOSITION_CSV)
     return [plot_decomposition(frame, results_dir / f"decomposition-{m}.png", m) for m in ("path-rms", "w2")]
@@ -110,8 +110,8 @@ def plot_directory(results_dir: Path) -> list[Path]:
 def guided_cmd(problem, label, kind, scales, solvers, steps, seeds, samples, schedule, out) -> None:
     """Exact classifier / classifier-free guidance: each solver's path-rms to the same guided PF-ODE
     solved to high accuracy, per guidance scale; writes guided.csv and a table."""
-    from bench.cli import _ints, _names
-    from bench.guidance import guided_sweep
+    from bench.cli.main import _ints, _names
+    from bench.studies.guidance import guided_sweep
 
     torch.set_num_threads(1)
     if seeds <= 0 or samples <= 0:

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.peer_report import external_sections
-from bench.plots import Results, load_results, make_figures
+from bench.report.figures import Results, load_results, make_figures
+from bench.report.peers import external_sections
 
 NFE_TARGETS = (10, 20, 50)
 FIGURE_ORDER = ("error_vs_nfe", "order_vs_theory", "work_precision", "fid_vs_nfe", "score_vs_discretization")

@@ -5,7 +5,7 @@ with its 95 % CI and verdict:
 - strong (stochastic solvers): path-rms on `gauss-aniso-3d` against the same solver at 1024 vs 2048
   steps on the same Brownian path (16-256 steps, 500 samples, one seed).
 
-    python -m bench.solver_table --write README.md [--cache results/solver-table]
+    python -m bench.report.solver_table --write README.md [--cache results/solver-table]
 
 The measurements run as an ordinary resumable sweep into `--cache`.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.sweep import SweepConfig, family, run_sweep
+from bench.sweep.engine import SweepConfig, family, run_sweep
 from solvers import Solver, resolve
 
 START, END = "<!-- solver-table:start -->", "<!-- solver-table:end -->"
@@ -36,7 +36,7 @@ def measured(cache: Path) -> pd.DataFrame:
     """orders.csv rows (steps axis) of the two sweeps, indexed by (solver, metric)."""
     frames = []
     for name, config in (("weak", WEAK), ("strong", STRONG)):
-        out = run_sweep(config, cache / name, command="python -m bench.solver_table", jobs=2)
+        out = run_sweep(config, cache / name, command="python -m bench.report.solver_table", jobs=2)
         frames.append(pd.read_csv(out / "orders.csv"))
     orders = pd.concat(frames)
     return orders[orders["axis"] == "steps"].set_index(["solver", "metric"])

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from analytic.problems import Problem
-from bench.learned import CheckpointError, learned_model, load_checkpoint
-from bench.models import analytic_model
+from bench.measure.models import analytic_model
+from bench.studies.learned import CheckpointError, learned_model, load_checkpoint
 from solvers.model import Model
 
 N_FEATURES = 16

@@ -1,4 +1,4 @@
-"""`bench train-image` and `bench image-run` (registered in bench/cli.py)."""
+"""`bench train-image` and `bench image-run` (registered in bench/cli/main.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 import torch
 
-from bench.image.data import DataError
-from bench.image.models import ModelLoadError
-from bench.image.run import ImageRunConfig, ImageRunError, run_images
-from bench.image.train import TrainConfig, TrainError, train
+from bench.studies.images.data import DataError
+from bench.studies.images.models import ModelLoadError
+from bench.studies.images.run import ImageRunConfig, ImageRunError, run_images
+from bench.studies.images.train import TrainConfig, TrainError, train
 
 IMAGE_ERRORS = (DataError, ModelLoadError, TrainError, ImageRunError)
 

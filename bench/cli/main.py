@@ -11,16 +11,16 @@ from pathlib import Path
 import click
 
 from analytic import BUILTIN, GRIDS, SCHEDULES, ProblemError
-from bench import metrics
-from bench.results import RunDirError
-from bench.sweep import DEFAULT_PROBLEMS, DEFAULT_SAMPLES, DEFAULT_STEPS, SweepConfig, SweepError
+from bench.measure import metrics
+from bench.sweep.engine import DEFAULT_PROBLEMS, DEFAULT_SAMPLES, DEFAULT_STEPS, SweepConfig, SweepError
+from bench.sweep.store import RunDirError
 
 USER_ERRORS: tuple[type[Exception], ...] = (SweepError, RunDirError, ProblemError, metrics.MetricError)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    from bench.learned import CheckpointError
-    from bench.plots import ResultsError
+    from bench.report.figures import ResultsError
+    from bench.studies.learned import CheckpointError
     from solvers.registry import UnknownSolverError
 
     return (*USER_ERRORS, ResultsError, UnknownSolverError, CheckpointError)
@@ -194,8 +194,8 @@ def _clock(seconds: float) -> str:
 def run_cmd(problems, solvers, steps, nfe, grid, schedule, metric_names, samples, seeds, dtype, device,
             prior, denoise_final, jobs, out) -> None:
     """Run a sweep and write tidy results (results.csv/.parquet, orders.csv, manifest.json)."""
-    from bench.manifest import short_commit
-    from bench.sweep import run_sweep
+    from bench.sweep.engine import run_sweep
+    from bench.sweep.manifest import short_commit
 
     if seeds <= 0:
         raise click.BadParameter(f"--seeds must be positive, got {seeds}")
@@ -247,8 +247,8 @@ def _summary(out: Path) -> None:
 @click.option("--problems", default=None, help="Comma-separated problems to include.")
 def plot_cmd(results_dir: Path, style: str, solvers: str | None, problems: str | None) -> None:
     """Draw figures from a results directory (reads files only; never reruns)."""
-    from bench.cli_learned import DECOMPOSITION_CSV, plot_directory
-    from bench.plots import make_figures
+    from bench.cli.learned import DECOMPOSITION_CSV, plot_directory
+    from bench.report.figures import make_figures
 
     if (results_dir / DECOMPOSITION_CSV).exists():  # a `bench decompose` directory
         paths = plot_directory(results_dir)
@@ -265,7 +265,7 @@ def plot_cmd(results_dir: Path, style: str, solvers: str | None, problems: str |
 @click.option("--problems", default=None, help="Comma-separated problems to include.")
 def report_cmd(results_dir: Path, style: str, solvers: str | None, problems: str | None) -> None:
     """Write report.md and tables.tex for a results directory."""
-    from bench.report import write_report
+    from bench.report.report import write_report
 
     path = write_report(results_dir, style=style, solvers=_names(solvers), problems=_names(problems))
     click.echo(str(path))
@@ -287,7 +287,7 @@ def perf_cmd() -> None:
 @click.option("--repeats", default=10, show_default=True)
 def perf_score(n: int, k: int, dims: str, repeats: int) -> None:
     """Analytic score evaluations per second against autograd of the log-density."""
-    from bench.perf import score_throughput
+    from bench.studies.speed import score_throughput
 
     for d in _ints(dims, "--dims"):
         res = score_throughput(n, k, d, repeats)
@@ -302,7 +302,7 @@ def perf_score(n: int, k: int, dims: str, repeats: int) -> None:
 @click.option("--solvers", "names", default="ddim,dpmpp-2m,unipc-2", show_default=True)
 def perf_overhead(steps: int, names: str) -> None:
     """Per-step loop overhead against diffusers' scheduler.step loop (needs diffusers)."""
-    from bench.perf import loop_overhead
+    from bench.studies.speed import loop_overhead
 
     for name in _names(names) or []:
         r = loop_overhead(name, steps)
@@ -315,24 +315,24 @@ def perf_overhead(steps: int, names: str) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None)
 def perf_sweep(jobs: int, out: Path | None) -> None:
     """Wall time of the default `bench run --solvers all` study and where the time goes."""
-    from bench.perf import default_sweep_timing
+    from bench.studies.speed import default_sweep_timing
 
     click.echo(default_sweep_timing(jobs, out))
 
 
-from bench.cli_learned import COMMANDS as _LEARNED  # noqa: E402
+from bench.cli.learned import COMMANDS as _LEARNED  # noqa: E402
 
 for _command in _LEARNED:
     cli.add_command(_command)
 
 
-from bench.image.cli import image_run, train_image  # noqa: E402 (image commands live in bench/image)
+from bench.cli.images import image_run, train_image  # noqa: E402 (image commands live in bench/studies/images)
 
 cli.add_command(train_image)
 cli.add_command(image_run)
 
 
-from bench.image.fid_cli import fid_cmd  # noqa: E402 (FID tools live in bench/image)
+from bench.cli.fid import fid_cmd  # noqa: E402 (FID tools live in bench/studies/images)
 
 cli.add_command(fid_cmd)
 

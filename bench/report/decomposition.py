@@ -1,4 +1,4 @@
-"""Figure of the score/discretization split (bench/decompose.py): one panel per solver, error
+"""Figure of the score/discretization split (bench/studies/decompose.py): one panel per solver, error
 against NFE for the exact score (discretization only) and the tested model (both), with the
 reference-with-tested-model error (score only) as a band and the crossover NFE marked."""
 
@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.decompose import crossover, table  # noqa: E402
-from bench.plots import _format_log_axes  # noqa: E402
+from bench.report.figures import _format_log_axes  # noqa: E402
+from bench.studies.decompose import crossover, table  # noqa: E402
 
 COLORS = {"discretization": "tab:blue", "both": "tab:red", "score": "tab:gray"}
 LABELS = {"discretization": "exact score (discretization)", "both": "tested model (both)",

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
+from analytic import get_schedule
 from analytic.targets import GaussianMixture
+from bench.sweep.engine import default_config, run_sweep
+from solvers import Model, make_solver, sample
 
 
 def random_mixture(k: int, d: int, seed: int = 0) -> GaussianMixture:
@@ -61,12 +66,6 @@ def score_throughput(n: int = 65536, k: int = 8, d: int = 2, repeats: int = 5,
 
 def default_sweep_timing(jobs: int = 2, out: Path | None = None) -> str:
     """Run the default study and summarize wall time by solver family and metric."""
-    import tempfile
-
-    import pandas as pd
-
-    from bench.sweep import default_config, run_sweep
-
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     start = time.perf_counter()
     run_sweep(default_config(), out, command="bench perf sweep", jobs=jobs)
@@ -94,10 +93,7 @@ DIFFUSERS_EQUIVALENT = {
 def loop_overhead(solver_name: str, steps: int = 50, n: int = 16, repeats: int = 5) -> dict[str, float]:
     """Per-step time of the sampling loop minus the model's own time, ours against diffusers'
     `scheduler.step` loop, on the same tiny eps model, tensor and discrete timesteps."""
-    import diffusers
-
-    from analytic import get_schedule
-    from solvers import Model, make_solver, sample
+    import diffusers  # optional: the peers extra
 
     cls_name, kwargs = DIFFUSERS_EQUIVALENT[solver_name]
     scheduler = getattr(diffusers, cls_name)(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,

