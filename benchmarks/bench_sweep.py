@@ -8,7 +8,7 @@ class PeakmemSweep:
 
     def setup(self) -> None:
         try:
-            from bench.sweep.engine import default_config, plan_cells, run_cell
+            from bench.studies.analytic import default_config, plan_cells, run_cell
         except ImportError as exc:
             raise NotImplementedError(f"bench.sweep.engine is not available: {exc}") from None
         self.run_cell = run_cell

@@ -120,6 +120,16 @@ class Solver:
     def kind(self) -> str:
         return "sde" if self.stochastic else "ode"
 
+    @property
+    def family(self) -> str:
+        """The family figures and tables group solvers by: adaptive, sde, multistep or ode-singlestep."""
+        tags = self.all_tags
+        if "adaptive" in tags:
+            return "adaptive"
+        if self.stochastic:
+            return "sde"
+        return "multistep" if "multistep" in tags else "ode-singlestep"
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -1,5 +1,5 @@
-"""First-order solvers: Euler on the probability-flow ODE, DDIM, and Euler-Maruyama on the
-reverse SDE."""
+"""First-order solvers: DDIM on the probability-flow ODE and Euler-Maruyama on the reverse SDE
+(explicit Euler on the PF-ODE is a Butcher tableau in solvers/runge_kutta.py)."""
 
 from __future__ import annotations
 
@@ -21,22 +21,6 @@ VE_GAUSSIAN = OrderException(
          "carried by (a_end/a)^2 and summed is the total derivative -(k/2) d[G (a_end/a)^2]: only the "
          "boundary terms (k/2) (G(s_min) - G(s_max) a_end^2/a_max^2) remain, tiny for a small sigma_min "
          "and a large sigma_max, so W2 falls at ~2 over practical N; weak order 1 in general.")
-
-
-@register("euler")
-@dataclass
-class Euler(Solver):
-    """Explicit Euler on the PF-ODE dx/dt = f x - g^2/2 score in the schedule's time t
-    (Song et al. 2021 eq. 13; Karras et al. tutorial eq. 43). Order 1 (local error O(h^2); HNW I
-    Thm II.3.6), 1 NFE per step."""
-
-    order = 1
-    order_source = f"explicit Euler, local error O(h^2): {cite.ONE_STEP}, p = 1"
-    reference = "Song et al. 2021 (score SDE) eq. 13, explicit Euler"
-
-    def step(self, model: Model, x: Tensor, t: float, t_next: float, state: State,
-             noise: NoiseSource) -> Tensor:
-        return x + (t_next - t) * model(x, t).drift
 
 
 @register("ddim")

@@ -1,6 +1,7 @@
-"""Deterministic fixed-step single-step solvers of the probability-flow ODE: Heun and RK4 in the
-schedule's time t, and the Karras et al. (2022) samplers in sigma~ = sigma / alpha of the scaled
-variable x / alpha (Euler, Heun, and k-diffusion's KDPM2)."""
+"""Deterministic fixed-step single-step solvers of the probability-flow ODE in sigma~ = sigma / alpha of
+the scaled variable x / alpha: the Karras et al. (2022) samplers (Euler, Heun, and k-diffusion's KDPM2).
+The Runge-Kutta methods in the schedule's time t (Euler, Heun, RK4, ...) are Butcher tableaus in
+solvers/runge_kutta.py."""
 
 from __future__ import annotations
 
@@ -14,50 +15,6 @@ from solvers.base import Solver, State
 from solvers.model import Model
 from solvers.noise import NoiseSource
 from solvers.registry import register
-
-
-@register("heun")
-@dataclass
-class Heun(Solver):
-    """Heun's method (explicit trapezoidal rule) on the PF-ODE dx/dt = f x - g^2/2 score in the
-    schedule's own time t (Karras et al. 2022 Alg. 1 when t = sigma, alpha = 1). Order 2 (two-stage
-    explicit RK satisfying the order-2 conditions, HNW I Sec. II.1; HNW I Thm II.3.6), 2 NFE per step."""
-
-    order = 2
-    nfe_per_step = 2
-    order_source = (f"Heun's method / explicit trapezoidal rule, order conditions HNW I Sec. II.1: "
-                    f"{cite.ONE_STEP}, p = 2")
-    reference = "Karras et al. 2022 (EDM) Alg. 1; Heun / explicit trapezoidal rule in t"
-
-    def step(self, model: Model, x: Tensor, t: float, t_next: float, state: State,
-             noise: NoiseSource) -> Tensor:
-        h = t_next - t
-        d1 = model(x, t).drift
-        d2 = model(x + h * d1, t_next).drift
-        return x + 0.5 * h * (d1 + d2)
-
-
-@register("rk4")
-@dataclass
-class RK4(Solver):
-    """Classical fourth-order Runge-Kutta on the PF-ODE in the schedule's time t (Kutta 1901;
-    Hairer, Norsett & Wanner I, Table 1.2). Order 4 (HNW I Thm II.3.6), 4 NFE per step (two at the
-    midpoint time)."""
-
-    order = 4
-    nfe_per_step = 4
-    order_source = f"Kutta 1901 classical RK4 (HNW I Table II.1.2, order 4 by Sec. II.2): {cite.ONE_STEP}"
-    reference = "Kutta 1901, classical RK4 (Hairer-Norsett-Wanner I, Table II.1.2) on PF-ODE eq. 13"
-
-    def step(self, model: Model, x: Tensor, t: float, t_next: float, state: State,
-             noise: NoiseSource) -> Tensor:
-        h = t_next - t
-        t_mid = t + 0.5 * h
-        k1 = model(x, t).drift
-        k2 = model(x + 0.5 * h * k1, t_mid).drift
-        k3 = model(x + 0.5 * h * k2, t_mid).drift
-        k4 = model(x + h * k3, t_next).drift
-        return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
 def _scaled(model: Model, t: float) -> tuple[float, float]:

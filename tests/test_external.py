@@ -109,7 +109,7 @@ def test_report_flags_peer_defects_from_measured_data(tmp_path):
     bh1 with final_sigmas_type "zero" as NaN: all read from the rows, not from a list of bugs."""
     from bench.report.peers import comparison_table, findings_table
     from bench.report.report import write_report
-    from bench.sweep.engine import SweepConfig, run_sweep
+    from bench.studies.analytic import SweepConfig, run_sweep
 
     solvers = "ddim,diffusers:DDIMScheduler[clip_sample=false],diffusers:PNDMScheduler," \
               "diffusers:UniPCMultistepScheduler[solver_type=bh1],kdiff:sample_euler"
@@ -181,7 +181,7 @@ def test_kdiff_sweep_orders_findings_and_twins(tmp_path):
     last step is a multistep ODE step down to sigma = 0, judged against the data law (against the
     denoise law of the other samplers it would stall at ~4e-4)."""
     from bench.report.peers import comparison_table, findings_table
-    from bench.sweep.engine import SweepConfig, run_sweep
+    from bench.studies.analytic import SweepConfig, run_sweep
     from solvers.external.kdiffusion import available
 
     solvers = ("kdiff:*,kdiff:sample_dpmpp_sde[noise=iid],"
@@ -223,7 +223,7 @@ def test_path_rms_of_deterministic_externals_on_a_mixture(tmp_path):
     """On a mixture (no exact law) k-diffusion's deterministic samplers get path-rms against the
     shared ODE reference plus its final denoise: close to their twins'; samplers without such an
     end (LMS steps on to sigma = 0) or with noise are skipped with the reason."""
-    from bench.sweep.engine import SweepConfig, run_sweep
+    from bench.studies.analytic import SweepConfig, run_sweep
 
     solvers = "kdiff:sample_dpmpp_2m,dpmpp-2m,kdiff:sample_lms,kdiff:sample_euler_ancestral"
     run_sweep(SweepConfig(problems=["mix-2d"], solvers=[solvers], steps=[8, 32], seeds=[0],

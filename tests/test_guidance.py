@@ -4,6 +4,7 @@ CFG is classifier guidance at 1 + w, and the guided sweep runs from the CLI."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -65,11 +66,17 @@ def test_guided_sweep_cli(tmp_path):
     assert result.exit_code == 0, result.output
     import pandas as pd
 
-    frame = pd.read_csv(out / "guided.csv")
+    frame = pd.read_csv(out / "results.csv")
     assert len(frame) == 2 * 2 * 2 and set(frame["scale"]) == {0.0, 4.0}
-    assert (frame["path_rms"] > frame["noise_floor"]).all()
+    assert set(frame["metric"]) == {"path-rms"}
+    assert (frame["value"] > frame["noise_floor"]).all()
     for _, part in frame.groupby(["scale", "solver"]):  # discretization error falls with steps
-        assert part.sort_values("steps")["path_rms"].is_monotonic_decreasing
+        assert part.sort_values("steps")["value"].is_monotonic_decreasing
     assert "w=4" in result.output
+    assert json.loads((out / "manifest.json").read_text())["kind"] == "guided"
+    result = runner.invoke(cli, ["plot", str(out)])  # one panel per scale
+    assert result.exit_code == 0 and (out / "figures" / "error_vs_nfe.png").exists()
+    result = runner.invoke(cli, ["report", str(out)])
+    assert result.exit_code == 0 and "guided:classifier:y=2:w=4" in (out / "report.md").read_text()
     result = runner.invoke(cli, ["guided", "--label", "7", "--out", str(out)])
     assert isinstance(result.exception, _user_errors())

@@ -3,6 +3,7 @@ round-trip, perturbations have the score error they claim, and the score/discret
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -101,9 +102,14 @@ def test_cli_train_decompose_plot(tmp_path):
                                  "--seeds", "1", "--samples", "100", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "score error dominates from NFE" in result.output
-    assert (out / "decomposition.csv").exists() and (out / "decomposition-path-rms.png").exists()
-    (out / "decomposition-w2.png").unlink()
+    figures = out / "figures"
+    assert (out / "results.csv").exists() and (figures / "decomposition-path-rms.png").exists()
+    assert json.loads((out / "manifest.json").read_text())["kind"] == "decompose"
+    (figures / "decomposition-w2.png").unlink()
     result = runner.invoke(cli, ["plot", str(out)])
-    assert result.exit_code == 0 and (out / "decomposition-w2.png").exists()
+    assert result.exit_code == 0 and (figures / "decomposition-w2.png").exists()
+    assert (figures / "score_vs_discretization.png").exists()
+    result = runner.invoke(cli, ["report", str(out)])
+    assert result.exit_code == 0 and "## Measured orders" in (out / "report.md").read_text()
     result = runner.invoke(cli, ["decompose", "--model", "perturb:oops=1", "--out", str(out)])
     assert isinstance(result.exception, _user_errors())

@@ -110,8 +110,18 @@ def image_run(model: str, solvers: str, nfe: str, samples: int, batch: int, seed
     cfg = ImageRunConfig(model, [solvers], _ints(nfe, "--nfe"), samples, seed, batch, grid, reference_steps,
                          denoise_final, _device(device), fid_dataset, fid_extractor, fid_reference,
                          _opt_str(fid_data_root), _opt_str(fid_cache_dir))
+    def report(done: int, total: int, cell, elapsed: float, rows: list[dict]) -> None:
+        first = rows[0]
+        if first["status"] != "ok":
+            click.echo(f"{first['solver']:>14} NFE budget {cell.params[1]}: {first['reason']}")
+            return
+        fids = "".join(f", FID {r['value']:.4g}" for r in rows if r["metric"] == "fid")
+        click.echo(f"{first['solver']:>14} NFE {first['nfe']:>4}: path-rms {first['value']:.4g}{fids}  "
+                   f"{first['images_per_s']:.2f} img/s, network {100 * first['network_share']:.0f}% of "
+                   f"wall time [{done}/{total}]")
+
     try:
-        frame = run_images(cfg, out, click.echo, shlex.join(["bench", *sys.argv[1:]]))
+        frame = run_images(cfg, out, shlex.join(["bench", *sys.argv[1:]]), report)
     except IMAGE_ERRORS as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{len(frame)} rows in {out / 'results.csv'}; plot with: bench plot {out}")

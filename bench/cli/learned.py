@@ -11,8 +11,6 @@ import torch
 
 from bench.studies.learned import CheckpointError
 
-DECOMPOSITION_CSV = "decomposition.csv"
-
 
 @click.command("train-score")
 @click.argument("problem")
@@ -61,38 +59,31 @@ def train_score_cmd(problem, parameterization, width, depth, train_steps, sample
 @click.option("--seeds", default=3, show_default=True, type=int)
 @click.option("--samples", default=500, show_default=True, type=int)
 @click.option("--schedule", default=None)
+@click.option("--jobs", default=1, show_default=True, type=int, help="Worker processes.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
-def decompose_cmd(problem, model_spec, solvers, steps, seeds, samples, schedule, out) -> None:
+def decompose_cmd(problem, model_spec, solvers, steps, seeds, samples, schedule, jobs, out) -> None:
     """Per (solver, steps): error with the exact score (discretization), of the reference solver with
-    the tested model (score) and with both; writes decomposition.csv, a table and a figure."""
+    the tested model (score) and with both; a results directory of the one format (`component` column),
+    a table and the decomposition figures."""
     from bench.cli.main import _ints, _names
     from bench.report.decomposition import plot_decomposition
-    from bench.studies.decompose import crossover, decompose, table
+    from bench.studies.decompose import DEFAULT_SOLVERS, DecomposeConfig, DecomposeStudy, crossover, table
+    from bench.sweep.engine import run_study
+    from bench.sweep.store import load_rows
 
-    torch.set_num_threads(1)
     if seeds <= 0 or samples <= 0:
         raise click.BadParameter("--seeds and --samples must be positive")
-    frame = decompose(problem, model_spec, _names(solvers), _ints(steps, "--steps"), seeds, samples, schedule,
-                      progress=lambda msg: click.echo(msg, err=True))
-    out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out / DECOMPOSITION_CSV, index=False)
+    config = DecomposeConfig(problem, model_spec, _names(solvers) or list(DEFAULT_SOLVERS),
+                             _ints(steps, "--steps"), list(range(seeds)), samples, schedule)
+    run_study(DecomposeStudy(config), out, command=_command(), jobs=jobs, progress=_progress())
+    frame = load_rows(out)
     for metric in ("path-rms", "w2"):
         click.echo(f"\n{metric}:\n{table(frame, metric).to_string(index=False, float_format='%.4g')}")
         click.echo(f"score error dominates from NFE: {json.dumps(crossover(frame, metric))}")
         if metric == "w2":
             floor = frame.loc[frame["metric"] == "w2", "noise_floor"].mean()
             click.echo(f"w2 noise floor at --samples {samples}: {floor:.4g} (not resolved below it)")
-        click.echo(str(plot_decomposition(frame, out / f"decomposition-{metric}.png", metric)))
-
-
-def plot_directory(results_dir: Path) -> list[Path]:
-    """The decomposition figures of a `bench decompose` directory (used by `bench plot`)."""
-    import pandas as pd
-
-    from bench.report.decomposition import plot_decomposition
-
-    frame = pd.read_csv(results_dir / DECOMPOSITION_CSV)
-    return [plot_decomposition(frame, results_dir / f"decomposition-{m}.png", m) for m in ("path-rms", "w2")]
+        click.echo(str(plot_decomposition(frame, out / "figures" / f"decomposition-{metric}.png", metric)))
 
 
 @click.command("guided")
@@ -106,30 +97,45 @@ def plot_directory(results_dir: Path) -> list[Path]:
 @click.option("--seeds", default=2, show_default=True, type=int)
 @click.option("--samples", default=500, show_default=True, type=int)
 @click.option("--schedule", default=None)
+@click.option("--jobs", default=1, show_default=True, type=int, help="Worker processes.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
-def guided_cmd(problem, label, kind, scales, solvers, steps, seeds, samples, schedule, out) -> None:
+def guided_cmd(problem, label, kind, scales, solvers, steps, seeds, samples, schedule, jobs, out) -> None:
     """Exact classifier / classifier-free guidance: each solver's path-rms to the same guided PF-ODE
-    solved to high accuracy, per guidance scale; writes guided.csv and a table."""
+    solved to high accuracy, per guidance scale; a results directory of the one format and a table."""
     from bench.cli.main import _ints, _names
-    from bench.studies.guidance import guided_sweep
+    from bench.studies.guidance import DEFAULT_SOLVERS, GuidedConfig, GuidedStudy
+    from bench.sweep.engine import run_study
+    from bench.sweep.store import load_rows
 
-    torch.set_num_threads(1)
     if seeds <= 0 or samples <= 0:
         raise click.BadParameter("--seeds and --samples must be positive")
     try:
         values = [float(v) for v in scales.split(",") if v.strip()]
     except ValueError:
         raise click.BadParameter(f"--scales takes comma-separated numbers, got {scales!r}") from None
-    frame = guided_sweep(problem, label, values, kind, _names(solvers), _ints(steps, "--steps"), seeds,
-                         samples, schedule, progress=lambda msg: click.echo(msg, err=True))
-    out.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out / "guided.csv", index=False)
-    wide = frame.pivot_table(index=["solver", "steps", "nfe"], columns="scale", values="path_rms")
+    config = GuidedConfig(problem, label, values, kind, _names(solvers) or list(DEFAULT_SOLVERS),
+                          _ints(steps, "--steps"), list(range(seeds)), samples, schedule)
+    run_study(GuidedStudy(config), out, command=_command(), jobs=jobs, progress=_progress())
+    frame = load_rows(out)
+    wide = frame.pivot_table(index=["solver", "steps", "nfe"], columns="scale", values="value")
     wide.columns = [f"w={c:g}" for c in wide.columns]
     click.echo("path-rms to the guided reference:")
     click.echo(wide.reset_index().to_string(index=False, float_format="%.4g"))
     freq = frame.groupby("scale")["ref_class_freq"].mean()
     click.echo("reference class frequency: " + ", ".join(f"w={k:g}: {v:.3f}" for k, v in freq.items()))
+
+
+def _command() -> str:
+    import shlex
+    import sys
+
+    return "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _progress():
+    from bench.cli.main import Progress
+
+    return Progress()
 
 
 COMMANDS = [train_score_cmd, decompose_cmd, guided_cmd]

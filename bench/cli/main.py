@@ -12,10 +12,12 @@ import click
 
 from analytic import BUILTIN, GRIDS, SCHEDULES, ProblemError
 from bench.measure import metrics
-from bench.sweep.engine import DEFAULT_PROBLEMS, DEFAULT_SAMPLES, DEFAULT_STEPS, SweepConfig, SweepError
+from bench.studies.analytic import DEFAULT_PROBLEMS, DEFAULT_SAMPLES, DEFAULT_STEPS, SweepConfig, SweepError
+from bench.sweep.executor import ExecutorError
 from bench.sweep.store import RunDirError
 
-USER_ERRORS: tuple[type[Exception], ...] = (SweepError, RunDirError, ProblemError, metrics.MetricError)
+USER_ERRORS: tuple[type[Exception], ...] = (SweepError, RunDirError, ProblemError, metrics.MetricError,
+                                             ExecutorError)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -135,7 +137,7 @@ def list_metrics(fmt: str) -> None:
     _emit([{"name": k, "description": d} for k, d in metrics.METRICS.items()], fmt)
 
 
-class _Progress:
+class Progress:
     """A line per finished cell with elapsed time and ETA (rewritten in place on a TTY, at most
     every 2 s otherwise)."""
 
@@ -144,7 +146,7 @@ class _Progress:
         self.last = 0.0
         self.first_done: int | None = None
 
-    def __call__(self, done: int, total: int, cell, elapsed: float) -> None:
+    def __call__(self, done: int, total: int, cell, elapsed: float, rows: list[dict] | None = None) -> None:
         if self.first_done is None:
             self.first_done = done - 1  # cells already finished by an earlier (resumed) run
         now = time.monotonic()
@@ -152,8 +154,9 @@ class _Progress:
             return
         self.last = now
         eta = elapsed / (done - self.first_done) * (total - done)
-        msg = (f"[{done:>5}/{total} {100 * done / total:3.0f}%] {cell.problem} {cell.solver} "
-               f"{cell.mode}={cell.target:g} seed={cell.seed} | {_clock(elapsed)} elapsed, ETA {_clock(eta)}")
+        what = cell.key.replace("|", " ")
+        msg = (f"[{done:>5}/{total} {100 * done / total:3.0f}%] {what} | {_clock(elapsed)} elapsed, "
+               f"ETA {_clock(eta)}")
         click.echo(("\r\033[K" + msg) if self.tty else msg, err=True, nl=not self.tty or done == total)
 
 
@@ -187,19 +190,21 @@ def _clock(seconds: float) -> str:
               help="exact: x_T from the exact p_T (isolates discretization error); standard: "
                    "N(0, sigma(t_max)^2 I).")
 @click.option("--denoise-final", is_flag=True, help="Add one explicit Tweedie step x <- E[x0|x] at t_min.")
-@click.option("--jobs", default=1, show_default=True, type=int, help="Worker processes.")
+@click.option("--jobs", default=None, type=int, help="Worker processes [default: one per CPU].")
+@click.option("--cluster", default=None, help="Run the cells on Dask instead of --jobs: tcp://HOST:PORT of a "
+              "running scheduler, or local:N to start N local workers (needs the cluster extra).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output directory (default results/<timestamp>-<commit>/). Rerun with the same "
                    "--out to resume: finished cells are skipped.")
 def run_cmd(problems, solvers, steps, nfe, grid, schedule, metric_names, samples, seeds, dtype, device,
-            prior, denoise_final, jobs, out) -> None:
+            prior, denoise_final, jobs, cluster, out) -> None:
     """Run a sweep and write tidy results (results.csv/.parquet, orders.csv, manifest.json)."""
-    from bench.sweep.engine import run_sweep
+    from bench.studies.analytic import run_sweep
     from bench.sweep.manifest import short_commit
 
     if seeds <= 0:
         raise click.BadParameter(f"--seeds must be positive, got {seeds}")
-    if jobs <= 0:
+    if jobs is not None and jobs <= 0:
         raise click.BadParameter(f"--jobs must be positive, got {jobs}")
     config = SweepConfig(
         problems=list(problems) or list(DEFAULT_PROBLEMS), solvers=[solvers],
@@ -211,7 +216,7 @@ def run_cmd(problems, solvers, steps, nfe, grid, schedule, metric_names, samples
         out = Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-{short_commit()}"
     command = "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     start = time.perf_counter()
-    run_sweep(config, out, command=command, jobs=jobs, progress=_Progress())
+    run_sweep(config, out, command=command, jobs=jobs, progress=Progress(), cluster=cluster)
     _summary(out)
     click.echo(f"wrote {out} in {time.perf_counter() - start:.1f} s", err=True)
 
@@ -247,13 +252,9 @@ def _summary(out: Path) -> None:
 @click.option("--problems", default=None, help="Comma-separated problems to include.")
 def plot_cmd(results_dir: Path, style: str, solvers: str | None, problems: str | None) -> None:
     """Draw figures from a results directory (reads files only; never reruns)."""
-    from bench.cli.learned import DECOMPOSITION_CSV, plot_directory
     from bench.report.figures import make_figures
 
-    if (results_dir / DECOMPOSITION_CSV).exists():  # a `bench decompose` directory
-        paths = plot_directory(results_dir)
-    else:
-        paths = make_figures(results_dir, style=style, solvers=_names(solvers), problems=_names(problems))
+    paths = make_figures(results_dir, style=style, solvers=_names(solvers), problems=_names(problems))
     for path in paths:
         click.echo(str(path))
 

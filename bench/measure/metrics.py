@@ -22,6 +22,8 @@ two samples of the noise floor, so all three are independent of each other and o
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 
 import numpy as np
 import ot
@@ -249,6 +251,24 @@ def w2_exact(problem: Problem, solver: Solver, model: Model, times: Tensor,
     return bures_w2(law.mean, law.cov, ref.means[0], ref.covs[0])
 
 
+def metric_rows(metric_names: list[str], base: dict, evaluate: Callable[[str, dict], None]) -> list[dict]:
+    """One row per metric: `evaluate(name, row)` fills value (and noise_floor); a MetricError marks the
+    row skipped, a non-finite value diverged; metric_time is the evaluation's wall time."""
+    out = []
+    for name in metric_names:
+        row = {**base, "metric": name, "status": "ok"}
+        start = time.perf_counter()
+        try:
+            evaluate(name, row)
+        except MetricError as exc:
+            row.update(status="skipped", reason=str(exc))
+        if row["status"] == "ok" and not math.isfinite(row["value"]):
+            row.update(status="diverged", reason="non-finite metric value", value=math.nan)
+        row["metric_time"] = time.perf_counter() - start
+        out.append(row)
+    return out
+
+
 def reference_for(problem: Problem, model: Model, x_T: Tensor, seed: int, solver: Solver | None = None,
                   denoise_final: bool = False, **kw) -> Reference:
     """The path-rms reference of `solver`'s run from x_T (bench/measure/reference.py): `.x` to compare
@@ -258,4 +278,4 @@ def reference_for(problem: Problem, model: Model, x_T: Tensor, seed: int, solver
 
 
 __all__ = ["DEFAULT_SAMPLES", "METRICS", "SAMPLE_METRICS", "MetricError", "Reference", "exact_samples",
-           "noise_floor", "path_rms", "reference_for", "sample_metric", "w2_exact"]
+           "metric_rows", "noise_floor", "path_rms", "reference_for", "sample_metric", "w2_exact"]

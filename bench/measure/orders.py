@@ -256,6 +256,8 @@ def orders_table(results: pd.DataFrame, tolerance: float = 0.15,
                  & (results["value"].astype(float) > 0)]
     if "metric" in ok.columns:  # FID tends to the model's own FID, not to 0: it has no order
         ok = ok[~ok["metric"].isin(NO_ORDER_METRICS)]
+    if "component" in ok.columns:  # a decomposition's score/both rows tend to the score error, not to 0
+        ok = ok[ok["component"].isna() | (ok["component"] == "discretization")]
     keys = [k for k in GROUP_KEYS if k in ok.columns]
     out = []
     if ok.empty:

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.report.figures import _format_log_axes  # noqa: E402
+from bench.report.style import format_log_axes  # noqa: E402
 from bench.studies.decompose import crossover, table  # noqa: E402
 
 COLORS = {"discretization": "tab:blue", "both": "tab:red", "score": "tab:gray"}
@@ -41,7 +41,7 @@ def plot_decomposition(frame: pd.DataFrame, out: str | Path, metric: str = "path
             ax.annotate(f"NFE {cross[solver]:g}", (cross[solver], score), textcoords="offset points",
                         xytext=(3, 6), fontsize=7)
         ax.set(xscale="log", yscale="log", title=solver, xlabel="NFE")
-        _format_log_axes(ax)
+        format_log_axes(ax)
     axes[0][0].set_ylabel(metric)
     axes[0][-1].legend(fontsize=6, loc="lower left")
     model = frame["model"].iloc[0]

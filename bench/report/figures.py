@@ -25,11 +25,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter
 from scipy import stats
 
 from bench.measure.orders import FLOOR_FACTOR, STDERR_FACTOR
-from bench.report.style import FAMILIES, Size, SolverStyle, solver_styles, use_style
+from bench.report.decomposition import plot_decomposition
+from bench.report.style import FAMILIES, Size, SolverStyle, format_log_axes, solver_styles, use_style
 
 RESULT_COLUMNS = (
     "problem", "schedule", "model", "solver", "solver_name", "params", "family", "stochastic",
@@ -200,10 +200,14 @@ def load_results(results_dir: Path | str, solvers: list[str] | None = None,
 
 
 def ok_rows(rows: pd.DataFrame, positive: bool = True) -> pd.DataFrame:
-    """Rows with status ok and a finite (and, for log axes, positive) value."""
+    """Rows with status ok and a finite (and, for log axes, positive) value; a decomposition's
+    "score" rows (the reference solver with the tested model, one value per seed) are not a solver's
+    curve: score_vs_discretization draws them as the learned model's own error."""
     good = (rows["status"] == "ok") & np.isfinite(rows["value"])
     if positive:
         good &= rows["value"] > 0
+    if "component" in rows:
+        good &= rows["component"].astype(str) != "score"
     return rows[good]
 
 
@@ -281,7 +285,7 @@ def _solver_handles(solvers: Iterable[str], styles: dict[str, SolverStyle], ls: 
 def _save(fig: Figure, figdir: Path, name: str) -> list[Path]:
     figdir.mkdir(parents=True, exist_ok=True)
     for ax in fig.axes:
-        _format_log_axes(ax)
+        format_log_axes(ax)
     paths = [figdir / f"{name}.pdf", figdir / f"{name}.png"]
     fig.savefig(paths[0])
     fig.savefig(paths[1], dpi=300)
@@ -335,38 +339,6 @@ def _reference_slopes(ax: Axes, agg: pd.DataFrame, size: Size) -> None:
         ax.plot(xs, ys, color="0.45", ls=(0, (3, 2)), lw=0.6 * size.line, zorder=1.5)
         ax.text(xs[-1] * 1.04, ys[-1], str(p), color="0.3", fontsize=size.font * 0.75, va="center")
     ax.set_ylim(lo, hi)
-
-
-def _tick(value: float, _pos: object = None) -> str:
-    if value <= 0:
-        return ""
-    k = round(math.log10(value))
-    if abs(value - 10.0 ** k) <= 1e-9 * value and not -2 <= k <= 3:
-        return f"$10^{{{k}}}$"
-    return f"{value:g}"
-
-
-def _minor_tick(value: float, pos: object = None) -> str:
-    lead = round(value / 10.0 ** math.floor(math.log10(value) + 1e-12), 6) if value > 0 else 0
-    return _tick(value) if lead in (2, 5) else ""
-
-
-def _every_minor_tick(value: float, pos: object = None) -> str:
-    return _tick(value) if value > 0 else ""
-
-
-def _format_log_axes(ax: Axes) -> None:
-    """Plain numbers (10, 0.01) for decades, powers of ten outside 1e-2..1e3; minor ticks are
-    labelled (2, 5 times a decade) when the axis spans less than 1.3 decades or shows at most one
-    power of ten, and all of them below half a decade."""
-    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
-        if axis.get_scale() != "log" or lo <= 0 or hi <= lo:
-            continue
-        span = math.log10(hi / lo)
-        decades = math.floor(math.log10(hi) + 1e-9) - math.ceil(math.log10(lo) - 1e-9) + 1
-        minor = _every_minor_tick if span < 0.5 else _minor_tick if span < 1.3 or decades <= 1 else None
-        axis.set_major_formatter(FuncFormatter(_tick))
-        axis.set_minor_formatter(FuncFormatter(minor or (lambda v, p: "")))
 
 
 # ----------------------------------------------------------------------------- panels
@@ -469,10 +441,12 @@ def fid_vs_nfe(res: Results, size: Size) -> list[Path]:
 
 
 def _reference_value(learned: pd.DataFrame) -> tuple[float, str]:
-    """The learned model's own error: its 'reference' solver rows when present, else its best run
-    at the largest NFE each solver reached."""
+    """The learned model's own error: a decomposition's "score" rows or its 'reference' solver rows
+    when present, else its best run at the largest NFE each solver reached."""
     ref = learned[learned["solver_name"].str.startswith("reference")
                   | learned["solver"].str.startswith("reference")]
+    if "component" in learned:
+        ref = pd.concat([ref, learned[learned["component"].astype(str) == "score"]])
     if not ref.empty:
         return float(np.exp(np.log(ref["value"]).mean())), "learned model, reference solver"
     top = learned.loc[learned.groupby("solver")["nfe"].transform("max") == learned["nfe"]]
@@ -488,6 +462,7 @@ def score_vs_discretization(res: Results, size: Size) -> list[Path]:
     exact = rows[rows["model"] == "exact"]
     if learned.empty or exact.empty:
         return []
+    everything = res.rows[(res.rows["status"] == "ok") & np.isfinite(res.rows["value"])]
     on = ["problem", "schedule", "grid", "metric", "solver", "steps"]
     pairs = learned.merge(exact[on].drop_duplicates(), on=on)
     if pairs.empty:
@@ -507,8 +482,8 @@ def score_vs_discretization(res: Results, size: Size) -> list[Path]:
         solvers_seen += agg_learned["solver"].tolist()
         _draw_lines(ax, agg_exact, res.styles, size, "-")
         _draw_lines(ax, agg_learned, res.styles, size, "--")
-        ref, label = _reference_value(rows[(rows["model"] == key["model"])
-                                           & np.logical_and.reduce([rows[k] == v for k, v in sel.items()])])
+        same = np.logical_and.reduce([everything[k] == v for k, v in {**sel, "model": key["model"]}.items()])
+        ref, label = _reference_value(everything[same])
         ax.axhline(ref, color="0.2", ls="-.", lw=0.8 * size.line, zorder=1)
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -590,4 +565,8 @@ def make_figures(results_dir: Path, style: str = "paper", solvers: list[str] | N
     with use_style(style) as size:
         for draw in (error_vs_nfe, order_vs_theory, work_precision, fid_vs_nfe, score_vs_discretization):
             paths += draw(res, size)
+    if "component" in res.rows:  # a decomposition study: its split per solver, for each metric
+        for metric in sorted(set(res.rows["metric"])):
+            out = res.directory / "figures" / f"decomposition-{metric}.png"
+            paths.append(plot_decomposition(res.rows[res.rows["metric"] == metric], out, metric))
     return paths

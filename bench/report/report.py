@@ -203,7 +203,7 @@ def manifest_table(res: Results) -> pd.DataFrame:
         ("started", str(m.get("started") or "–")),
         ("finished", str(m.get("finished") or "–")),
         ("duration", _duration(m)),
-        ("seeds", ", ".join(str(s) for s in m.get("seeds", [])) or "–"),
+        ("seeds", ", ".join(str(s) for s in m.get("seeds") or []) or "–"),
         ("versions", _dict_text(m.get("versions"))),
         ("machine", _dict_text(m.get("machine"))),
         rows_item,

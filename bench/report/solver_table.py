@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.sweep.engine import SweepConfig, family, run_sweep
+from bench.studies.analytic import SweepConfig, run_sweep
 from solvers import Solver, resolve
 
 START, END = "<!-- solver-table:start -->", "<!-- solver-table:end -->"
@@ -77,7 +77,7 @@ def table(orders: pd.DataFrame | None = None) -> str:
     lines = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
     for solver in resolve("all"):
         cap = _num(solver.order_cap) + ("*" if solver.order_exceptions else "")
-        lines.append(f"| `{solver.name}` | {family(solver)} | {_num(solver.order)} | "
+        lines.append(f"| `{solver.name}` | {solver.family} | {_num(solver.order)} | "
                      f"{_num(solver.strong_order)} | {cap} | {solver.nfe_per_step} | "
                      f"{_cell(orders, solver, 'w2-exact')} | "
                      f"{_cell(orders, solver, 'path-rms') if solver.stochastic else ''} | "

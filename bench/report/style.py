@@ -3,12 +3,15 @@ shades and marker variants within a family, and two sizes ("paper" single column
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import matplotlib as mpl
 import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.ticker import FuncFormatter
 
 FAMILIES = ("ode-singlestep", "multistep", "sde", "adaptive")
 FAMILY_LABELS = {"ode-singlestep": "ODE single-step", "multistep": "multistep", "sde": "SDE",
@@ -101,3 +104,35 @@ def use_style(style: str) -> Iterator[Size]:
         sns.set_style("ticks", {"axes.grid": True, "grid.color": "0.9"})
         mpl.rcParams.update(rc)
         yield size
+
+
+def _tick(value: float, _pos: object = None) -> str:
+    if value <= 0:
+        return ""
+    k = round(math.log10(value))
+    if abs(value - 10.0 ** k) <= 1e-9 * value and not -2 <= k <= 3:
+        return f"$10^{{{k}}}$"
+    return f"{value:g}"
+
+
+def _minor_tick(value: float, pos: object = None) -> str:
+    lead = round(value / 10.0 ** math.floor(math.log10(value) + 1e-12), 6) if value > 0 else 0
+    return _tick(value) if lead in (2, 5) else ""
+
+
+def _every_minor_tick(value: float, pos: object = None) -> str:
+    return _tick(value) if value > 0 else ""
+
+
+def format_log_axes(ax: Axes) -> None:
+    """Plain numbers (10, 0.01) for decades, powers of ten outside 1e-2..1e3; minor ticks are
+    labelled (2, 5 times a decade) when the axis spans less than 1.3 decades or shows at most one
+    power of ten, and all of them below half a decade."""
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        if axis.get_scale() != "log" or lo <= 0 or hi <= lo:
+            continue
+        span = math.log10(hi / lo)
+        decades = math.floor(math.log10(hi) + 1e-9) - math.ceil(math.log10(lo) - 1e-9) + 1
+        minor = _every_minor_tick if span < 0.5 else _minor_tick if span < 1.3 or decades <= 1 else None
+        axis.set_major_formatter(FuncFormatter(_tick))
+        axis.set_minor_formatter(FuncFormatter(minor or (lambda v, p: "")))

@@ -6,13 +6,14 @@ For every (solver, steps, seed), from one draw x_T ~ p_T (exact prior), three er
   score           the high-accuracy reference with the tested model  (no discretization error)
   both            the solver with the tested model
 each measured by sample W2 against exact samples of p_{t_min} (noise floor in `noise_floor`) and by
-path-rms against the exact-score reference flow of the same x_T (coupled: no sampling noise).
+path-rms against the exact-score reference flow of the same x_T (coupled: no sampling noise). The
+study runs on the one engine (bench/sweep/engine.py) and writes the standard results directory.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
@@ -20,59 +21,104 @@ from analytic import get_problem, make_grid
 from bench.measure import metrics
 from bench.measure.models import analytic_model
 from bench.measure.reference import path_rms, reference
+from bench.measure.theory import theory
 from bench.studies.perturb import parse_model_spec
-from solvers import resolve, sample
+from bench.sweep.engine import Cell, Study
+from solvers import make_solver, resolve, sample
 
 COMPONENTS = ("discretization", "score", "both")
 DEFAULT_SOLVERS = ["ddim", "heun", "dpmpp-2m", "dpm-solver-3"]
 DEFAULT_STEPS = [4, 8, 16, 32, 64, 128, 256]
 PRIOR_STREAM = 7  # exact-sample stream of x_T (streams 0..2 are the W2 samples and its floor)
+METRICS = ("w2", "path-rms")
 
 
-def _errors(x, exact_samples, ref_exact, seed: int) -> dict[str, float]:
-    return {"w2": metrics.sample_metric("w2", x.double(), exact_samples, seed),
-            "path-rms": path_rms(x, ref_exact)}
+@dataclass
+class DecomposeConfig:
+    problem: str = "mix-2d"
+    model: str = "exact"  # a checkpoint, perturb:bias=S or perturb:noise=S
+    solvers: list[str] = field(default_factory=lambda: list(DEFAULT_SOLVERS))
+    steps: list[int] = field(default_factory=lambda: list(DEFAULT_STEPS))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    samples: int = 500
+    schedule: str | None = None
+    grid: str = "logsnr"
+
+
+@dataclass
+class DecomposeStudy(Study):
+    """`bench learned decompose`: per (solver, steps, seed) the three errors of the module doc, as
+    rows of the one results format with a `component` column: discretization rows have model
+    "exact", score and both rows the tested model; a chain is one seed (its references are shared)."""
+
+    settings: DecomposeConfig
+    kind = "decompose"
+
+    def config(self) -> dict:
+        return asdict(self.settings)
+
+    def cells(self) -> list[Cell]:
+        cfg = self.settings
+        if cfg.samples <= 0 or not cfg.seeds:
+            raise metrics.MetricError("--samples must be positive and --seeds not empty")
+        problem = get_problem(cfg.problem, cfg.schedule)
+        parse_model_spec(cfg.model, problem)  # refuse a bad model spec up front
+        chosen = resolve(cfg.solvers)
+        stochastic = [s.label for s in chosen if s.stochastic or "adaptive" in s.all_tags]
+        if stochastic:
+            raise metrics.MetricError("the decomposition is for fixed-step ODE solvers; not: "
+                                      + ", ".join(stochastic))
+        return [Cell(f"{solver.label}|steps={n}|seed={seed}", f"seed={seed}", (solver.label, n, seed))
+                for seed in cfg.seeds for solver in chosen for n in cfg.steps if n >= solver.min_steps]
+
+    def run_cell(self, cell: Cell) -> list[dict]:
+        cfg = self.settings
+        label, n, seed = cell.params
+        problem = get_problem(cfg.problem, cfg.schedule)
+        solver = make_solver(label)
+        exact = analytic_model(problem)
+        x_T = metrics.exact_samples(problem, cfg.samples, seed, t=problem.t_max, stream=PRIOR_STREAM)
+        y = metrics.exact_samples(problem, cfg.samples, seed)
+        floor = metrics.noise_floor("w2", problem, cfg.samples, seed)
+        ref_exact = reference(problem, exact, x_T, seed)
+        # fresh instances for the reference and the run: a noisy perturbation draws from its own seed
+        ref_tested = reference(problem, parse_model_spec(cfg.model, problem), x_T, seed, model_name=cfg.model)
+        times = make_grid(cfg.grid, problem.schedule, n, problem.t_min, problem.t_max)
+        runs = {"discretization": sample(solver, exact, times, x_T.clone()),
+                "both": sample(solver, parse_model_spec(cfg.model, problem), times, x_T.clone())}
+        found = {"score": ref_tested.x, **{k: r.x for k, r in runs.items()}}
+        rows = []
+        for component in COMPONENTS:
+            x = found[component]
+            for metric in METRICS:
+                th = theory(solver, metric)
+                value = (metrics.sample_metric("w2", x.double(), y, seed) if metric == "w2"
+                         else path_rms(x, ref_exact.x))
+                rows.append({
+                    "problem": problem.name, "schedule": problem.schedule.name,
+                    "model": "exact" if component == "discretization" else cfg.model,
+                    "solver": solver.label, "solver_name": solver.name, "params": str(solver.params),
+                    "family": solver.family, "stochastic": False, "theory_order": th.low,
+                    "theory_order_max": th.high, "theory_kind": th.kind, "grid": cfg.grid, "steps": n,
+                    "nfe": runs["discretization"].nfe, "seed": seed, "metric": metric, "value": value,
+                    "noise_floor": floor if metric == "w2" else ref_exact.error, "n_samples": cfg.samples,
+                    "dtype": "float64", "status": "ok" if math.isfinite(value) else "diverged", "reason": "",
+                    "sample_time": runs.get(component, runs["both"]).wall_time, "metric_time": math.nan,
+                    "tolerance": math.nan, "component": component})
+        return rows
+
+    def cost(self, chain: list[Cell]) -> float:
+        return float(sum(c.params[1] for c in chain))
 
 
 def decompose(problem_name: str, model_spec: str, solvers: list[str] | None = None,
               steps: list[int] | None = None, seeds: int = 3, samples: int = 500,
-              schedule: str | None = None, grid: str = "logsnr",
-              progress: Callable[[str], None] | None = None) -> pd.DataFrame:
-    """Tidy rows: problem, model, solver, steps, nfe, seed, component, metric, value, noise_floor."""
-    problem = get_problem(problem_name, schedule)
-    chosen = resolve(solvers or DEFAULT_SOLVERS)
-    stochastic = [s.label for s in chosen if s.stochastic or "adaptive" in s.all_tags]
-    if stochastic:
-        raise metrics.MetricError("the decomposition is for fixed-step ODE solvers; not: "
-                                  + ", ".join(stochastic))
-    rows = []
-    for seed in range(seeds):
-        exact, tested = analytic_model(problem), parse_model_spec(model_spec, problem)
-        x_T = metrics.exact_samples(problem, samples, seed, t=problem.t_max, stream=PRIOR_STREAM)
-        y = metrics.exact_samples(problem, samples, seed)
-        floor = metrics.noise_floor("w2", problem, samples, seed)
-        ref_exact = reference(problem, exact, x_T, seed).x
-        ref_tested = reference(problem, tested, x_T, seed, model_name=model_spec).x
-        base = {"problem": problem.name, "model": model_spec, "seed": seed}
-        score = _errors(ref_tested, y, ref_exact, seed)
-        for solver in chosen:
-            for n in steps or DEFAULT_STEPS:
-                if n < solver.min_steps:
-                    continue
-                times = make_grid(grid, problem.schedule, n, problem.t_min, problem.t_max)
-                found = {"score": score}
-                for component, model in (("discretization", exact), ("both", tested)):
-                    result = sample(solver, model, times, x_T.clone())
-                    found[component] = _errors(result.x, y, ref_exact, seed)
-                    nfe = result.nfe
-                for component in COMPONENTS:
-                    for metric, value in found[component].items():
-                        rows.append({**base, "solver": solver.label, "steps": n, "nfe": nfe,
-                                     "component": component, "metric": metric, "value": value,
-                                     "noise_floor": floor if metric == "w2" else 0.0})
-            if progress is not None:
-                progress(f"seed {seed} {solver.label} done")
-    return pd.DataFrame(rows)
+              schedule: str | None = None, grid: str = "logsnr") -> pd.DataFrame:
+    """The rows of a decomposition study run in this process (the engine runs the same cells)."""
+    study = DecomposeStudy(DecomposeConfig(problem_name, model_spec, solvers or list(DEFAULT_SOLVERS),
+                                           steps or list(DEFAULT_STEPS), list(range(seeds)), samples,
+                                           schedule, grid))
+    return pd.DataFrame([row for cell in study.cells() for row in study.run_cell(cell)])
 
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:

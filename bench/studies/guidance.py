@@ -6,16 +6,16 @@ is closed-form:
   classifier-free guidance (Ho & Salimans 2022, eq. 6):
       eps~ = (1 + w) eps_cond - w eps_uncond,  i.e. classifier guidance with scale 1 + w.
 w = 0 (classifier) samples p, w = 1 samples p(. | y); w > 1 sharpens towards the class.
-The guided sweep measures each solver's path-rms against the same guided PF-ODE solved to high
-accuracy (bench/measure/reference.py), so guidance's effect on discretization error is isolated.
+The guided study measures each solver's path-rms against the same guided PF-ODE solved to high
+accuracy (bench/measure/reference.py), so guidance's effect on discretization error is isolated; it
+runs on the one engine and writes the standard results directory, one `model` per scale.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
-import pandas as pd
 import torch
 from torch import Tensor
 
@@ -24,8 +24,10 @@ from analytic.problems import Problem
 from analytic.targets import GaussianMixture
 from bench.measure import metrics
 from bench.measure.reference import path_rms, reference
+from bench.measure.theory import theory
 from bench.studies.learned import CheckpointError
-from solvers import resolve, sample
+from bench.sweep.engine import Cell, Study
+from solvers import make_solver, resolve, sample
 from solvers.model import Model
 
 KINDS = ("classifier", "cfg")
@@ -75,36 +77,77 @@ def guided_model(problem: Problem, label: int, scale: float, kind: str = "classi
     return Model(predict, "eps", problem.schedule)
 
 
-def guided_sweep(problem_name: str, label: int, scales: list[float] | None = None, kind: str = "classifier",
-                 solvers: list[str] | None = None, steps: list[int] | None = None, seeds: int = 2,
-                 samples: int = 500, schedule: str | None = None, grid: str = "logsnr",
-                 progress: Callable[[str], None] | None = None) -> pd.DataFrame:
-    """Rows per (scale, solver, steps, seed): path-rms to the guided reference flow of the same
-    x_T ~ p_T, its self-checked error (noise_floor) and the fraction of samples in class `label`."""
-    problem = get_problem(problem_name, schedule)
-    chosen = resolve(solvers or DEFAULT_SOLVERS)
-    bad = [s.label for s in chosen if s.stochastic or "adaptive" in s.all_tags]
-    if bad:
-        raise metrics.MetricError("the guided sweep is for fixed-step ODE solvers; not: " + ", ".join(bad))
-    rows = []
-    for scale in DEFAULT_SCALES if scales is None else scales:
-        model = guided_model(problem, label, scale, kind)
-        name = f"guided:{kind}:{label}:{scale:g}"
-        for seed in range(seeds):
-            x_T = metrics.exact_samples(problem, samples, seed, t=problem.t_max, stream=7)
-            ref = reference(problem, model, x_T, seed, model_name=name)
-            ref_freq = float((classify(problem, ref.x) == label).double().mean())
-            for solver in chosen:
-                for n in steps or DEFAULT_STEPS:
-                    if n < solver.min_steps:
-                        continue
-                    times = make_grid(grid, problem.schedule, n, problem.t_min, problem.t_max)
-                    result = sample(solver, model, times, x_T.clone())
-                    rows.append({"problem": problem.name, "kind": kind, "label": label, "scale": scale,
-                                 "solver": solver.label, "steps": n, "nfe": result.nfe, "seed": seed,
-                                 "path_rms": path_rms(result.x, ref.x), "noise_floor": ref.error,
-                                 "class_freq": float((classify(problem, result.x) == label).double().mean()),
-                                 "ref_class_freq": ref_freq})
-        if progress is not None:
-            progress(f"scale {scale:g} done")
-    return pd.DataFrame(rows)
+@dataclass
+class GuidedConfig:
+    problem: str = "mix-2d"
+    label: int = 0
+    scales: list[float] = field(default_factory=lambda: list(DEFAULT_SCALES))
+    guidance: str = "classifier"  # classifier | cfg
+    solvers: list[str] = field(default_factory=lambda: list(DEFAULT_SOLVERS))
+    steps: list[int] = field(default_factory=lambda: list(DEFAULT_STEPS))
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    samples: int = 500
+    schedule: str | None = None
+    grid: str = "logsnr"
+
+
+def model_name(guidance: str, label: int, scale: float) -> str:
+    """The `model` of guided rows: one panel per guidance scale in the figures."""
+    return f"guided:{guidance}:y={label}:w={scale:g}"
+
+
+@dataclass
+class GuidedStudy(Study):
+    """`bench learned guided`: per (scale, solver, steps, seed) path-rms to the guided reference flow
+    of the same x_T ~ p_T (its self-checked error is the noise floor) and the fraction of samples in
+    class `label` (`class_freq`, `ref_class_freq` columns); a chain is one (scale, seed)."""
+
+    settings: GuidedConfig
+    kind = "guided"
+
+    def config(self) -> dict:
+        return asdict(self.settings)
+
+    def cells(self) -> list[Cell]:
+        cfg = self.settings
+        if cfg.samples <= 0 or not cfg.seeds or not cfg.scales:
+            raise metrics.MetricError("--samples must be positive, --seeds and --scales not empty")
+        problem = get_problem(cfg.problem, cfg.schedule)
+        for scale in cfg.scales:
+            guided_model(problem, cfg.label, scale, cfg.guidance)  # refuse bad labels and scales up front
+        chosen = resolve(cfg.solvers)
+        bad = [s.label for s in chosen if s.stochastic or "adaptive" in s.all_tags]
+        if bad:
+            raise metrics.MetricError("the guided study takes fixed-step ODE solvers; not: " + ", ".join(bad))
+        return [Cell(f"w={scale:g}|{solver.label}|steps={n}|seed={seed}", f"w={scale:g}|seed={seed}",
+                     (scale, solver.label, n, seed))
+                for scale in cfg.scales for seed in cfg.seeds for solver in chosen for n in cfg.steps
+                if n >= solver.min_steps]
+
+    def run_cell(self, cell: Cell) -> list[dict]:
+        cfg = self.settings
+        scale, label, n, seed = cell.params
+        problem = get_problem(cfg.problem, cfg.schedule)
+        model = guided_model(problem, cfg.label, scale, cfg.guidance)
+        name = model_name(cfg.guidance, cfg.label, scale)
+        x_T = metrics.exact_samples(problem, cfg.samples, seed, t=problem.t_max, stream=7)
+        ref = reference(problem, model, x_T, seed, model_name=name)
+        solver = make_solver(label)
+        times = make_grid(cfg.grid, problem.schedule, n, problem.t_min, problem.t_max)
+        result = sample(solver, model, times, x_T.clone())
+        th = theory(solver, "path-rms")
+        value = path_rms(result.x, ref.x)
+        return [{"problem": problem.name, "schedule": problem.schedule.name, "model": name,
+                 "solver": solver.label, "solver_name": solver.name, "params": str(solver.params),
+                 "family": solver.family, "stochastic": False, "theory_order": th.low,
+                 "theory_order_max": th.high, "theory_kind": th.kind, "grid": cfg.grid, "steps": n,
+                 "nfe": result.nfe, "seed": seed, "metric": "path-rms", "value": value,
+                 "noise_floor": ref.error, "n_samples": cfg.samples, "dtype": "float64",
+                 "status": "ok" if math.isfinite(value) else "diverged", "reason": "",
+                 "sample_time": result.wall_time, "metric_time": math.nan, "tolerance": math.nan,
+                 "guidance": cfg.guidance, "label": cfg.label, "scale": scale,
+                 "class_freq": float((classify(problem, result.x) == cfg.label).double().mean()),
+                 "ref_class_freq": float((classify(problem, ref.x) == cfg.label).double().mean())}]
+
+    def cost(self, chain: list[Cell]) -> float:
+        return float(sum(c.params[2] for c in chain))

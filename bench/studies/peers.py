@@ -28,9 +28,9 @@ from analytic.problems import Problem
 from analytic.targets import GaussianMixture
 from bench.measure import metrics
 from bench.measure.exact_law import bures_w2
+from bench.measure.metrics import metric_rows
 from bench.measure.paired import PATH_METRICS, WEAK_METRICS, paired_row
 from bench.measure.reference import Reference, reference
-from bench.sweep.engine import metric_rows
 from solvers.external import ExternalSolver, Run
 from solvers.model import Model
 

@@ -12,7 +12,7 @@ import torch
 
 from analytic import get_schedule
 from analytic.targets import GaussianMixture
-from bench.sweep.engine import default_config, run_sweep
+from bench.studies.analytic import default_config, run_sweep
 from solvers import Model, make_solver, sample
 
 

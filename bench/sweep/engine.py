@@ -1,351 +1,120 @@
-"""Sweeps: problems x solvers x step counts (or NFE budgets, or tolerances) x seeds -> tidy rows.
-
-A cell is one (problem, solver, grid, step count, seed); it samples once and evaluates every
-metric on that sample. Cells are independent and deterministic given their seed, so they can run
-in any order, in parallel, and be resumed.
+"""The one sweep engine. A study (bench/studies/) is a list of cells; a cell is deterministic given its
+seed and returns long-form rows (bench/sweep/store.py). Cells that share a `chain` run in one worker,
+in order, so what they share (a reference solution, a trained model) is computed once per worker.
+The coordinator alone appends each finished cell to the durable log as it arrives, so a killed run
+loses nothing finished and rerunning the same study into the same directory resumes it without
+duplicating a row. Every kind of study writes the same files: results.csv / .parquet, orders.csv,
+manifest.json (with the study's `kind` and config) and cells.jsonl.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
 import traceback
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
-import torch
-
-from analytic import GRIDS, get_problem, make_grid
-from analytic.problems import Problem
-from bench.measure import metrics
-from bench.measure.models import analytic_model
-from bench.measure.paired import PATH_METRICS, WEAK_METRICS, paired_row
-from bench.measure.reference import reference
-from bench.measure.theory import conditions, theory
+from bench.sweep.executor import make_executor
 from bench.sweep.manifest import build_manifest
 from bench.sweep.store import RESULT_COLUMNS, ResultStore, RunDirError, load_manifest, write_manifest
-from solvers import BrownianTreeNoise, Solver, make_solver, parse_spec, resolve, sample
-from solvers.noise import _mix
-
-DEFAULT_PROBLEMS = ["gauss-aniso-3d", "mix-2d", "ring-8"]
-DEFAULT_STEPS = [4, 8, 16, 32, 64, 128, 256]
-DEFAULT_TOLERANCES = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4]
-SDE_REFERENCE_STEPS = 1024  # SDE references: 1024 vs 2048 steps on the same Brownian path (strong order 1:
-# the reference's self-checked error, stored as noise_floor, is ~1/8 of the error at 256 steps)
-DEFAULT_SAMPLES = 500  # per cell; exact W2 (POT emd2) costs ~0.05 s at n = 500, ~1.2 s at 2000
-
-
-class SweepError(ValueError):
-    """Bad sweep input; the message is one line for the user."""
-
-
-@dataclass
-class SweepConfig:
-    problems: list[str] = field(default_factory=lambda: list(DEFAULT_PROBLEMS))
-    solvers: list[str] = field(default_factory=lambda: ["all"])
-    steps: list[int] = field(default_factory=lambda: list(DEFAULT_STEPS))
-    nfe: list[int] | None = None
-    grid: str = "logsnr"
-    schedule: str | None = None
-    metrics: list[str] | None = None  # None: w2-exact on Gaussians, w2 + path-rms on mixtures
-    samples: int = DEFAULT_SAMPLES
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    dtype: str = "float64"
-    device: str = "cpu"
-    prior: str = "exact"
-    denoise_final: bool = False
-    tolerances: list[float] = field(default_factory=lambda: list(DEFAULT_TOLERANCES))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
 class Cell:
-    problem: str
-    solver: str  # solver spec (label)
-    mode: str  # "steps" | "nfe" | "tol"
-    target: float  # step count, NFE budget or tolerance
-    seed: int
+    """One unit of work: `key` is unique and durable (the resume key), `chain` groups cells that run
+    in one worker in order, `params` is whatever the study needs to run it."""
 
-    @property
-    def key(self) -> str:
-        return f"{self.problem}|{self.solver}|{self.mode}={self.target:g}|seed={self.seed}"
+    key: str
+    chain: str
+    params: Any = None
 
 
-def default_config() -> SweepConfig:
-    return SweepConfig()
+class Study(ABC):
+    """A kind of study the engine runs. Subclasses are picklable (workers receive the study itself)."""
+
+    kind: ClassVar[str] = ""
+
+    @abstractmethod
+    def config(self) -> dict:
+        """The study's settings, JSON-able; a directory only resumes a study with the same ones."""
+
+    @abstractmethod
+    def cells(self) -> list[Cell]:
+        """Every cell, after validating the inputs (raise a one-line ValueError subclass on bad input)."""
+
+    @abstractmethod
+    def run_cell(self, cell: Cell) -> list[dict]:
+        """The rows of one cell; solver failures become rows with status diverged/skipped."""
+
+    def cost(self, chain: list[Cell]) -> float:
+        """Relative cost of a chain, to balance workers (heaviest first)."""
+        return float(len(chain))
+
+    def incompatibility(self, old_config: dict) -> str | None:
+        """Why a directory holding a run with `old_config` cannot be resumed by this study (None: it can)."""
+        if old_config == json.loads(json.dumps(self.config())):
+            return None
+        return "holds a different run's config; use another --out or the same options"
+
+    def stale(self, rows: list[dict]) -> bool:
+        """Whether a finished cell's rows must be computed again (e.g. a metric added since)."""
+        return False
+
+    def manifest_extra(self) -> dict:
+        """Study-specific facts for manifest.json (how references were computed, devices, ...)."""
+        return {}
+
+    def error_rows(self, cell: Cell, reason: str) -> list[dict]:
+        """The row recorded for a cell whose run raised (a bug must not kill the run)."""
+        return [{**{c: math.nan for c in RESULT_COLUMNS}, "status": "error", "reason": reason,
+                 "metric": "error", "solver": cell.chain}]
 
 
-def family(solver: Solver) -> str:
-    tags = solver.all_tags
-    if "adaptive" in tags:
-        return "adaptive"
-    if solver.stochastic:
-        return "sde"
-    return "multistep" if "multistep" in tags else "ode-singlestep"
+Progress = Callable[[int, int, Cell, float, list[dict]], None]  # done, total, cell, elapsed s, its rows
 
 
-MIXTURE_METRICS = [*WEAK_METRICS, *PATH_METRICS]
-
-
-def problem_metrics(config: SweepConfig, problem: Problem) -> list[str]:
-    """The metrics of a problem: as asked, else what resolves discretization error there (exact W2
-    on Gaussian targets; weak errors with control variates and pathwise errors on mixtures)."""
-    if config.metrics:
-        return list(config.metrics)
-    return ["w2-exact"] if problem.is_gaussian else list(MIXTURE_METRICS)
-
-
-def validate(config: SweepConfig) -> tuple[list[Problem], list[Solver]]:
-    """Check every input up front; raise SweepError with one line on the first problem found."""
+def safe_run(study: Study, cell: Cell) -> tuple[Cell, list[dict]]:
     try:
-        problems = [get_problem(p, config.schedule) for p in config.problems]
-    except (ValueError, KeyError) as exc:
-        raise SweepError(str(exc).strip("'\"")) from None
-    try:
-        solvers = resolve(config.solvers)
-    except (KeyError, ValueError) as exc:
-        raise SweepError(str(exc).strip("'\"")) from None
-    grid_name, _ = parse_spec(config.grid)
-    if grid_name not in GRIDS:
-        raise SweepError(f"unknown grid {grid_name!r}; valid: {', '.join(GRIDS)}")
-    for m in config.metrics or []:
-        if m not in metrics.METRICS:
-            raise SweepError(f"unknown metric {m!r}; valid: {', '.join(metrics.METRICS)}")
-    if config.metrics and "w2-exact" in config.metrics:
-        bad = [p.name for p in problems if not p.is_gaussian]
-        if bad:
-            raise SweepError(f"w2-exact needs a Gaussian target; not Gaussian: {', '.join(bad)}")
-    if config.samples <= 0:
-        raise SweepError(f"--samples must be positive, got {config.samples}")
-    counts = config.nfe if config.nfe else config.steps
-    if not counts or any(c <= 0 for c in counts):
-        raise SweepError("--steps/--nfe need positive integers")
-    if config.nfe is None:
-        below = [s.label for s in solvers if "adaptive" not in s.all_tags and min(config.steps) < s.min_steps]
-        if below and len(config.steps) == 1:
-            raise SweepError(f"{config.steps[0]} steps is below the minimum of {', '.join(below)}")
-    if not config.seeds:
-        raise SweepError("need at least one seed")
-    if config.dtype not in ("float32", "float64"):
-        raise SweepError(f"--dtype must be float32 or float64, got {config.dtype!r}")
-    if config.prior not in ("exact", "standard"):
-        raise SweepError(f"--prior must be exact or standard, got {config.prior!r}")
-    if config.device != "cpu" and not config.device.startswith("cuda"):
-        raise SweepError(f"--device must be cpu or cuda[:k], got {config.device!r}")
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SweepError("--device cuda requested but no CUDA device is available")
-    return problems, solvers
-
-
-def plan_cells(config: SweepConfig) -> list[Cell]:
-    problems, solvers = validate(config)
-    cells = []
-    for problem in problems:
-        exact_only = problem_metrics(config, problem) == ["w2-exact"]
-        seeds = config.seeds[:1] if exact_only else config.seeds  # exact law: no sampling error
-        for solver in solvers:
-            if "adaptive" in solver.all_tags:
-                targets = [("tol", tol) for tol in config.tolerances]
-            elif config.nfe:
-                targets = [("nfe", b) for b in config.nfe]
-            else:
-                targets = [("steps", s) for s in config.steps]
-            for mode, target in targets:
-                for seed in seeds:
-                    name = config.problems[problems.index(problem)]
-                    cells.append(Cell(name, solver.label, mode, target, seed))
-    return cells
-
-
-def _stream_seed(seed: int, problem: str, stream: str) -> int:
-    return _mix(seed, *(ord(c) for c in f"{problem}/{stream}")) % (2**62)
-
-
-def _steps_for(solver: Solver, cell: Cell) -> int | None:
-    if cell.mode == "steps":
-        return int(cell.target)
-    if cell.mode == "tol":
-        return 1
-    budget = int(cell.target)
-    fits = [s for s in range(solver.min_steps, budget + 1) if solver.nfe(s) <= budget]
-    return max(fits) if fits else None
-
-
-def _solver_for(cell: Cell) -> Solver:
-    if cell.mode != "tol":
-        return make_solver(cell.solver)
-    name, params = parse_spec(cell.solver)
-    params.update(rtol=cell.target, atol=cell.target)
-    body = ",".join(f"{k}={v}" for k, v in params.items())
-    return make_solver(f"{name}[{body}]")
-
-
-def _prior(problem: Problem, config: SweepConfig, n: int, seed: int, dtype: torch.dtype) -> torch.Tensor:
-    g = torch.Generator().manual_seed(_stream_seed(seed, problem.name, "prior"))
-    if config.prior == "exact":
-        return problem.sample_marginal(problem.t_max, n, g, dtype)
-    scale = float(problem.schedule.sigma(problem.t_max))
-    return scale * torch.randn(n, problem.dim, generator=g, dtype=torch.float64).to(dtype)
-
-
-def _prior_law(problem: Problem, config: SweepConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The Gaussian law of x_T under --prior standard; None for the exact p_T."""
-    if config.prior == "exact":
-        return None
-    scale = float(problem.schedule.sigma(problem.t_max))
-    eye = torch.eye(problem.dim, dtype=torch.float64)
-    return torch.zeros(problem.dim, dtype=torch.float64), scale**2 * eye
-
-
-def run_cell(config: SweepConfig, cell: Cell) -> list[dict]:
-    """Sample one cell and evaluate its metrics; never raises for solver failures (rows record
-    status diverged/skipped with the reason)."""
-    problem = get_problem(cell.problem, config.schedule)
-    solver = _solver_for(cell)
-    base = make_solver(cell.solver)
-    dtype = getattr(torch, config.dtype)
-    model = analytic_model(problem)
-    metric_names = problem_metrics(config, problem)
-    row0 = {
-        "problem": problem.name, "schedule": problem.schedule.name, "model": "exact",
-        "solver": base.label, "solver_name": base.name, "params": json.dumps(base.params, default=str),
-        "family": family(base), "stochastic": base.stochastic,
-        "grid": config.grid, "seed": cell.seed, "n_samples": config.samples, "dtype": config.dtype,
-        "tolerance": cell.target if cell.mode == "tol" else math.nan, "noise_floor": math.nan,
-        "value": math.nan, "sample_time": math.nan, "metric_time": math.nan, "reason": "",
-    }
-    facts = conditions(problem.is_gaussian, config.grid, problem.schedule.name)
-
-    def with_theory(row: dict) -> dict:
-        th = theory(base, row["metric"], facts)
-        return {**row, "theory_order": th.low, "theory_order_max": th.high, "theory_kind": th.kind}
-
-    def rows(status: str, reason: str = "", steps: int = 0, nfe: int = 0) -> list[dict]:
-        return [with_theory({**row0, "metric": m, "status": status, "reason": reason, "steps": steps,
-                             "nfe": nfe}) for m in metric_names]
-
-    steps = _steps_for(solver, cell)
-    if steps is None or steps < solver.min_steps:
-        need = solver.nfe(solver.min_steps) if cell.mode == "nfe" else solver.min_steps
-        what = "NFE" if cell.mode == "nfe" else "steps"
-        return rows("skipped", f"needs at least {need} {what}", int(cell.target) if cell.mode != "tol" else 0)
-    grid_name, grid_params = parse_spec(config.grid)
-    times = make_grid(grid_name, problem.schedule, steps, problem.t_min, problem.t_max, **grid_params)
-    x_T = _prior(problem, config, config.samples, cell.seed, dtype).to(config.device)
-    noise = None
-    noise_seed = _stream_seed(cell.seed, problem.name, "noise")
-    if getattr(solver, "external", False):  # diffusers:/kdiff: drive their own trajectory
-        from bench.studies.peers import external_rows
-
-        out = external_rows(problem, solver, model, times, x_T, cell.seed, noise_seed, metric_names, row0,
-                            rows, _prior_law(problem, config))
-        return [with_theory(r) for r in out]
-    if solver.stochastic:
-        noise = BrownianTreeNoise(noise_seed, problem.t_min, problem.t_max)
-    try:
-        result = sample(solver, model, times, x_T, noise, denoise_final=config.denoise_final)
-    except (RuntimeError, ValueError, ArithmeticError) as exc:
-        return rows("diverged", f"{type(exc).__name__}: {exc}".splitlines()[0], steps)
-    nfe = result.nfe
-    if cell.mode == "tol":
-        steps = nfe  # adaptive solvers are placed by counted NFE
-    if not result.finite:
-        return rows("diverged", "non-finite samples", steps, nfe)
-    def paired_reference():
-        if config.prior != "exact":
-            raise metrics.MetricError("weak and pathwise metrics pair each sample with a reference from the "
-                                      "exact prior; with --prior standard use w2-exact or a sample metric")
-        return reference(problem, model, x_T, cell.seed, solver, noise_seed=noise_seed,
-                         steps=SDE_REFERENCE_STEPS if solver.stochastic else None,
-                         denoise_final=config.denoise_final)
-
-    end_law = problem.target if config.denoise_final else problem.marginal(problem.t_min)
-
-    def evaluate(name: str, row: dict) -> None:
-        if name == "w2-exact":
-            row["value"] = metrics.w2_exact(problem, solver, model, times, config.denoise_final,
-                                            prior=_prior_law(problem, config))
-        elif name in (*WEAK_METRICS, *PATH_METRICS):
-            row.update(paired_row(name, result.x, paired_reference(), end_law))
-        else:
-            exact = metrics.exact_samples(problem, config.samples, cell.seed, dtype=torch.float64,
-                                          t=None if not config.denoise_final else 0.0)
-            row["value"] = metrics.sample_metric(name, result.x.cpu().double(), exact, cell.seed)
-            row["noise_floor"] = metrics.noise_floor(name, problem, config.samples, cell.seed)
-
-    base_row = {**row0, "steps": steps, "nfe": nfe, "sample_time": result.wall_time}
-    return [with_theory(r) for r in metric_rows(metric_names, base_row, evaluate)]
-
-
-def metric_rows(metric_names: list[str], base: dict, evaluate: Callable[[str, dict], None]) -> list[dict]:
-    """One row per metric: `evaluate(name, row)` fills value (and noise_floor); a MetricError marks the
-    row skipped, a non-finite value diverged; metric_time is the evaluation's wall time."""
-    out = []
-    for name in metric_names:
-        row = {**base, "metric": name, "status": "ok"}
-        start = time.perf_counter()
-        try:
-            evaluate(name, row)
-        except metrics.MetricError as exc:
-            row.update(status="skipped", reason=str(exc))
-        if row["status"] == "ok" and not math.isfinite(row["value"]):
-            row.update(status="diverged", reason="non-finite metric value", value=math.nan)
-        row["metric_time"] = time.perf_counter() - start
-        out.append(row)
-    return out
-
-
-def _worker_init() -> None:
-    torch.set_num_threads(1)  # OpenMP spin-waits make small ops ~20x slower on a busy machine
-
-
-def _run_one(config_dict: dict, cell: Cell) -> tuple[Cell, list[dict]]:
-    return cell, _safe_cell(SweepConfig(**config_dict), cell)
-
-
-def _safe_cell(config: SweepConfig, cell: Cell) -> list[dict]:
-    try:
-        return run_cell(config, cell)
-    except Exception as exc:  # a bug in one cell must not kill the sweep; record it
-        reason = f"error: {type(exc).__name__}: {exc}".splitlines()[0]
+        return cell, study.run_cell(cell)
+    except Exception as exc:  # a bug in one cell must not kill the run; record it
         traceback.print_exc()
-        return [{**{c: math.nan for c in RESULT_COLUMNS}, "problem": cell.problem, "solver": cell.solver,
-                 "seed": cell.seed, "status": "error", "reason": reason, "metric": "error",
-                 "steps": int(cell.target) if cell.mode != "tol" else 0, "nfe": 0, "grid": config.grid}]
+        return cell, study.error_rows(cell, f"error: {type(exc).__name__}: {exc}".splitlines()[0])
 
 
-Progress = Callable[[int, int, Cell, float], None]
+def cell_rows(study: Study, cell: Cell) -> list[dict]:
+    """What an executor runs for a cell (module level, so that it pickles): its rows, never raising."""
+    return safe_run(study, cell)[1]
 
 
-def _chain_cost(chain: list[Cell]) -> float:
-    """Rough relative cost: steps of all cells, x4 for stochastic solvers (Brownian-tree queries
-    and their fine-step references)."""
-    solver = make_solver(chain[0].solver)
-    steps = sum(c.target if c.mode == "steps" else 64 for c in chain)
-    return steps * solver.nfe_per_step * (4 if solver.stochastic else 1)
-
-
-def run_sweep(config: SweepConfig, out_dir: Path, command: str = "", jobs: int = 1,
-              progress: Progress | None = None) -> Path:
-    """Run (or resume) a sweep into out_dir; returns out_dir."""
-    cells = plan_cells(config)
+def run_study(study: Study, out_dir: Path, command: str = "", jobs: int | None = 1,
+              progress: Progress | None = None, cluster: str | None = None) -> Path:
+    """Run (or resume) `study` into out_dir; returns out_dir. `jobs`: worker processes on this machine
+    (1: in this process; None: one per CPU); `cluster`: run on Dask instead, tcp://HOST:PORT of a
+    running scheduler or local:N (bench/sweep/executor.py)."""
+    executor = make_executor(jobs, cluster)  # a malformed --cluster fails before out_dir is touched
+    cells = study.cells()
     out_dir = Path(out_dir)
+    config = json.loads(json.dumps(study.config()))
     existing = load_manifest(out_dir)
-    if existing is not None and existing.get("config") != json.loads(json.dumps(config.to_dict())):
-        raise RunDirError(f"{out_dir} holds a different run's config; use another --out or the same options")
+    if existing is not None:
+        kind = existing.get("kind", "sweep")
+        why = (f"holds a {kind} run, not a {study.kind} one" if kind != study.kind
+               else study.incompatibility(existing.get("config")))
+        if why:
+            raise RunDirError(f"{out_dir} {why}")
     store = ResultStore(out_dir)
     store.repair()
     done = store.done()
-    if config.device == "cpu":
-        _worker_init()  # small tensors: parallelize over cells (--jobs), not inside ops
-    manifest = build_manifest(config.to_dict(), command, existing)
+    manifest = {**(existing or {}), "kind": study.kind, **build_manifest(config, command, existing),
+                **study.manifest_extra()}
     write_manifest(out_dir, manifest)
-    todo = [c for c in cells if c.key not in done]
+    todo = [c for c in cells if c.key not in done or study.stale(done[c.key])]
     total, finished, start = len(cells), len(cells) - len(todo), time.perf_counter()
 
     def record(cell: Cell, rows: list[dict]) -> None:
@@ -353,31 +122,12 @@ def run_sweep(config: SweepConfig, out_dir: Path, command: str = "", jobs: int =
         store.append(cell.key, rows)
         finished += 1
         if progress is not None:
-            progress(finished, total, cell, time.perf_counter() - start)
+            progress(finished, total, cell, time.perf_counter() - start, rows)
 
-    # cells sharing problem, solver and seed form a chain that runs in one process, in order, so
-    # each reference solution is computed once and reused from that process's cache
-    chains: dict[tuple, list[Cell]] = {}
-    for cell in sorted(todo, key=lambda c: (c.problem, c.seed, c.solver, c.target)):
-        chains.setdefault((cell.problem, cell.solver, cell.seed), []).append(cell)
-    if jobs <= 1:
-        for chain in chains.values():
-            for cell in chain:
-                record(cell, _safe_cell(config, cell))
-    else:
-        pools = [ProcessPoolExecutor(max_workers=1, initializer=_worker_init) for _ in range(jobs)]
-        load = [0.0] * jobs
-        futures = []
-        try:
-            for chain in sorted(chains.values(), key=_chain_cost, reverse=True):
-                k = load.index(min(load))  # greedy balance, heaviest chains first
-                load[k] += _chain_cost(chain)
-                futures += [pools[k].submit(_run_one, config.to_dict(), cell) for cell in chain]
-            for future in as_completed(futures):
-                record(*future.result())
-        finally:
-            for pool in pools:
-                pool.shutdown(cancel_futures=True)
+    chains: dict[str, list[Cell]] = {}
+    for cell in todo:
+        chains.setdefault(cell.chain, []).append(cell)
+    executor.run(list(chains.values()), functools.partial(cell_rows, study), record, cost=study.cost)
     store.finalize()
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     manifest["cells"] = total

@@ -55,7 +55,7 @@ def build_manifest(config: dict, command: str, previous: dict | None = None) -> 
     manifest = {
         "command": command,
         "config": config,
-        "seeds": config.get("seeds"),
+        "seeds": config.get("seeds", [config["seed"]] if "seed" in config else None),
         "versions": versions(),
         "git_commit": git_commit(),
         "machine": machine(),

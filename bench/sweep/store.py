@@ -22,6 +22,11 @@ RESULT_COLUMNS = [
     "stderr", "noise_floor", "n_samples", "dtype", "status", "reason", "sample_time", "metric_time",
     "tolerance", "stderr_plain", "path_median", "path_q90", "mode_flips",
 ]
+KIND_COLUMNS = {  # columns only some kinds of study write, after RESULT_COLUMNS
+    "decompose": ["component"],  # discretization (model "exact") | score | both (the tested model)
+    "guided": ["guidance", "label", "scale", "class_freq", "ref_class_freq"],
+    "images": ["images_per_s", "network_share"],
+}
 CELL_LOG = "cells.jsonl"
 
 
@@ -69,7 +74,8 @@ class ResultStore:
 
     def frame(self) -> pd.DataFrame:
         rows = [row for cell in self.done().values() for row in cell]
-        frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+        extra = list(dict.fromkeys(k for row in rows for k in row if k not in RESULT_COLUMNS))
+        frame = pd.DataFrame(rows, columns=[*RESULT_COLUMNS, *extra])
         return frame.sort_values(["problem", "solver", "grid", "steps", "seed", "metric"], kind="stable")
 
     def finalize(self) -> pd.DataFrame:
@@ -80,6 +86,11 @@ class ResultStore:
         orders = orders_table(frame)
         orders.to_csv(self.out_dir / "orders.csv", index=False)
         return frame
+
+
+def load_rows(out_dir: Path) -> pd.DataFrame:
+    """The rows of a results directory, from its cell log (results.csv is written from it)."""
+    return ResultStore(out_dir).frame().reset_index(drop=True)
 
 
 def load_manifest(out_dir: Path) -> dict | None:

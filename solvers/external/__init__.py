@@ -3,46 +3,30 @@
 Names are `diffusers:<SchedulerClass>[k=v,...]` and `kdiff:<sample_fn>[k=v,...]`. An external
 sampler drives a whole trajectory, so it has no `step`; `ExternalSolver.run` samples from x_T and
 returns the output, the counted model calls and the noise level the library ended at.
-The peers are optional (the `peers` extra); without them these names are refused.
+The peers are optional (the `peers` extra); without them these names are refused (the adapters
+import them only when a name is built). Importing this package registers both prefixes with
+solvers.registry, so `make_solver`/`resolve` hand these names here.
 """
 
 from __future__ import annotations
 
 import fnmatch
 
-from solvers.external.base import ExternalSolver, PeerMissingError, Run
-from solvers.registry import UnknownSolverError, parse_spec
+from solvers.external import diffusers, kdiffusion
+from solvers.external.base import TWINS, ExternalSolver, PeerMissingError, Run
+from solvers.registry import UnknownSolverError, parse_spec, register_prefix
 
-PREFIXES = ("diffusers:", "kdiff:")
-TWINS = {  # peer scheduler/sampler -> our solver implementing the same method (bench report compares them)
-    "diffusers:DDIMScheduler": "ddim", "diffusers:EulerDiscreteScheduler": "ddim",
-    "diffusers:DPMSolverMultistepScheduler": "dpmpp-2m", "diffusers:UniPCMultistepScheduler": "unipc-2",
-    "diffusers:DEISMultistepScheduler": "deis-2", "diffusers:PNDMScheduler": "pndm",
-    "diffusers:LMSDiscreteScheduler": "lms", "diffusers:KDPM2DiscreteScheduler": "dpm2",
-    "kdiff:sample_euler": "ddim", "kdiff:sample_euler_ancestral": "euler-ancestral",
-    "kdiff:sample_heun": "edm-heun", "kdiff:sample_dpm_2": "dpm2",
-    "kdiff:sample_dpm_2_ancestral": "dpm2-ancestral",
-    "kdiff:sample_lms": "lms", "kdiff:sample_dpmpp_2s_ancestral": "dpmpp-2s-ancestral",
-    "kdiff:sample_dpmpp_sde": "dpmpp-sde", "kdiff:sample_dpmpp_2m": "dpmpp-2m",
-    "kdiff:sample_dpmpp_2m_sde": "dpmpp-2m-sde", "kdiff:sample_dpmpp_3m_sde": "dpmpp-3m-sde",
-}
+ADAPTERS = {"diffusers:": diffusers, "kdiff:": kdiffusion}  # prefix -> adapter module (peer imported lazily)
+PREFIXES = tuple(ADAPTERS)
 
 
 def is_external(spec: str) -> bool:
     return spec.strip().startswith(PREFIXES)
 
 
-def _module(prefix: str):
-    if prefix == "diffusers:":
-        from solvers.external import diffusers as mod
-    else:
-        from solvers.external import kdiffusion as mod
-    return mod
-
-
 def available(prefix: str) -> list[str]:
     """Names the installed peer offers under `prefix` (raises PeerMissingError without it)."""
-    return _module(prefix).available()
+    return ADAPTERS[prefix].available()
 
 
 def installed_globs() -> str:
@@ -68,7 +52,7 @@ def make_external(spec: str) -> ExternalSolver:
     if target not in valid:
         raise UnknownSolverError(f"unknown external solver {name!r}; valid: "
                                  f"{', '.join(prefix + v for v in valid)}")
-    return _module(prefix).make(target, params)
+    return ADAPTERS[prefix].make(target, params)
 
 
 def resolve_external(spec: str) -> list[ExternalSolver]:
@@ -83,5 +67,8 @@ def resolve_external(spec: str) -> list[ExternalSolver]:
     return [make_external(spec)]
 
 
-__all__ = ["PREFIXES", "TWINS", "ExternalSolver", "PeerMissingError", "Run", "available", "installed_globs",
-           "is_external", "make_external", "resolve_external"]
+for _prefix in PREFIXES:
+    register_prefix(_prefix, make_external, resolve_external)
+
+__all__ = ["ADAPTERS", "PREFIXES", "TWINS", "ExternalSolver", "PeerMissingError", "Run", "available",
+           "installed_globs", "is_external", "make_external", "resolve_external"]

@@ -14,11 +14,24 @@ from torch import Tensor
 from solvers import citations as cite
 from solvers.base import OrderException, Solver
 from solvers.model import Model
-from solvers.registry import UnknownSolverError
+from solvers.registry import UnknownSolverError, make_solver
 
 NoiseHook = Callable[[float, float, Tensor], Tensor]
 """noise(s0, s1, like): the standard normal a library asks for on its step s0 -> s1 (s in its own
 noise time, k-diffusion's sigma), shaped like `like` (k-diffusion's `noise_sampler`)."""
+
+TWINS = {  # peer scheduler/sampler -> our solver implementing the same method (bench report compares them)
+    "diffusers:DDIMScheduler": "ddim", "diffusers:EulerDiscreteScheduler": "ddim",
+    "diffusers:DPMSolverMultistepScheduler": "dpmpp-2m", "diffusers:UniPCMultistepScheduler": "unipc-2",
+    "diffusers:DEISMultistepScheduler": "deis-2", "diffusers:PNDMScheduler": "pndm",
+    "diffusers:LMSDiscreteScheduler": "lms", "diffusers:KDPM2DiscreteScheduler": "dpm2",
+    "kdiff:sample_euler": "ddim", "kdiff:sample_euler_ancestral": "euler-ancestral",
+    "kdiff:sample_heun": "edm-heun", "kdiff:sample_dpm_2": "dpm2",
+    "kdiff:sample_dpm_2_ancestral": "dpm2-ancestral",
+    "kdiff:sample_lms": "lms", "kdiff:sample_dpmpp_2s_ancestral": "dpmpp-2s-ancestral",
+    "kdiff:sample_dpmpp_sde": "dpmpp-sde", "kdiff:sample_dpmpp_2m": "dpmpp-2m",
+    "kdiff:sample_dpmpp_2m_sde": "dpmpp-2m-sde", "kdiff:sample_dpmpp_3m_sde": "dpmpp-3m-sde",
+}
 
 NOISE_KINDS = ("brownian", "iid")
 """How the draws of a NoiseHook relate: normalised increments (W(s1) - W(s0)) / sqrt|s1 - s0| of one
@@ -117,13 +130,10 @@ STRONG_SOURCE = ("strong order 1: per step a consistent drift step plus fresh no
 
 def twin_meta(peer: str, params: dict[str, Any], stochastic: bool,
               renames: dict[str, str] | None = None) -> dict[str, Any]:
-    """The proven-order metadata of our solver implementing the same method (`solvers.external.TWINS`),
+    """The proven-order metadata of our solver implementing the same method (`TWINS`),
     built with the peer's parameters that it shares, or {} when there is no twin or it refuses those
     parameters. The twin's declared order is the theorem for both (the parity tests show they are the
     same method), so it replaces the adapter's table entry `order`."""
-    from solvers.external import TWINS
-    from solvers.registry import make_solver
-
     name = TWINS.get(peer)
     if name is None:
         return {}

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,8 +27,8 @@ from bench.measure.theory import theory
 from bench.studies.images.data import load_dataset, to_uint8
 from bench.studies.images.models import load_model
 from bench.studies.images.sampling import BatchedSample, initial_noise, sample_batches
-from bench.sweep.engine import family
-from bench.sweep.store import ResultStore, RunDirError, load_manifest, write_manifest
+from bench.sweep.engine import Cell, Study, run_study
+from bench.sweep.store import load_rows
 from solvers import Solver, make_solver, resolve
 from solvers.model import Model
 
@@ -122,79 +123,101 @@ def _validate(cfg: ImageRunConfig) -> list[Solver]:
     return solvers
 
 
-class _References:
-    """High-NFE references from x_T, computed once per method and kept with their noise floor."""
-
-    def __init__(self, model: Model, cfg: ImageRunConfig, x_T: torch.Tensor, times: Callable):
-        self.model, self.cfg, self.x_T, self.times = model, cfg, x_T, times
-        self.cache: dict[str, tuple[torch.Tensor, float]] = {}
-
-    def get(self, solver: Solver) -> tuple[torch.Tensor, float]:
-        ref = solver if solver.stochastic else make_solver(REFERENCE_SOLVER)
-        if ref.label not in self.cache:
-            n = self.cfg.reference_steps
-            fine, half = (sample_batches(self.model, ref, self.times(k), self.x_T, self.cfg.seed,
-                                         self.cfg.batch, self.cfg.denoise_final).x for k in (n, n // 2))
-            self.cache[ref.label] = (fine, path_rms(half, fine))
-        return self.cache[ref.label]
+_CONTEXT: dict[str, tuple] = {}  # per process: the loaded model, x_T, references and FID hook of a study
 
 
-def run_images(cfg: ImageRunConfig, out: Path, echo: Callable[[str], None] = print,
-               command: str = "") -> pd.DataFrame:
-    """Run every (solver, NFE) cell not yet in `out`; write results and manifest; return the rows."""
-    solvers = _validate(cfg)
-    out = Path(out)
-    old = load_manifest(out)
-    if old is not None and old.get("config", {}).get("model") not in (None, cfg.model):
-        raise RunDirError(f"{out} holds results of model {old['config']['model']}; use another --out")
-    old_fid = (old or {}).get("fid")  # the settings of the fid rows already there
-    new_fid = {k: getattr(cfg, k) for k in FID_SETTINGS} if cfg.fid_dataset is not None else None
-    if new_fid is not None and old_fid not in (None, new_fid):
-        raise RunDirError(f"{out} holds fid rows of {old_fid}; use another --out for other FID settings")
-    model = load_model(cfg.model, cfg.device)
-    schedule = model.schedule
-    fid = fid_hook(cfg)
+def _context(cfg: ImageRunConfig) -> tuple[Model, torch.Tensor, dict, FIDHook | None]:
+    key = json.dumps(cfg.to_dict(), sort_keys=True)
+    if key not in _CONTEXT:
+        model = load_model(cfg.model, cfg.device)
+        _CONTEXT[key] = (model, initial_noise(model, cfg.samples, cfg.seed), {}, fid_hook(cfg))
+    return _CONTEXT[key]
 
-    def times(steps: int) -> torch.Tensor:
-        return make_grid(cfg.grid, schedule, steps, schedule.t_min, schedule.t_max)
 
-    x_T = initial_noise(model, cfg.samples, cfg.seed)
-    refs = _References(model, cfg, x_T, times)
-    store = ResultStore(out)
-    store.repair()
-    done = store.done()
-    problem = f"image:{Path(str(cfg.model).rstrip('/')).name}"
-    timing = (old or {}).get("timing", {})
-    for solver in solvers:
-        for budget in cfg.nfe:
-            key = f"{solver.label}|{cfg.grid}|nfe={budget}|seed={cfg.seed}|n={cfg.samples}"
-            if key in done and (fid is None or not _lacks_fid(done[key])):
-                continue
-            base = _base_row(cfg, problem, schedule.name, solver)
-            steps = steps_for_budget(solver, budget)
-            if steps is None:
-                need = solver.nfe(solver.min_steps)
-                store.append(key, [{**base, "metric": "path-rms", "value": math.nan, "steps": 0, "nfe": 0,
-                                    "status": "skipped", "reason": f"needs NFE >= {need}"}])
-                continue
-            res = sample_batches(model, solver, times(steps), x_T, cfg.seed, cfg.batch, cfg.denoise_final)
-            rows = _score(res, base, steps, refs.get(solver), fid)
-            store.append(key, rows)
-            timing[key] = {"images_per_s": res.images_per_second, "network_share": res.network_share,
-                           "wall_s": res.wall_time, "nfe": res.nfe}
-            fids = "".join(f", FID {r['value']:.4g}" for r in rows if r["metric"] == "fid")
-            echo(f"{solver.label:>14} NFE {res.nfe:>4}: path-rms {rows[0]['value']:.4g}{fids}  "
-                 f"{res.images_per_second:.2f} img/s, network {100 * res.network_share:.0f}% of wall time")
-    frame = store.finalize()
-    shares = [v["network_share"] for v in timing.values()]
-    n_ref = cfg.reference_steps
-    write_manifest(out, {"kind": "image-run", "command": command, "config": cfg.to_dict(),
-                         "reference": {"ode": f"{REFERENCE_SOLVER} at {n_ref} {cfg.grid} steps",
-                                       "sde": f"same solver at {n_ref} steps, same Brownian path"},
-                         "timing": timing, "fid": new_fid or old_fid,
-                         "network_share_mean": sum(shares) / len(shares) if shares else None,
-                         "device": cfg.device, "torch": torch.__version__, "finished": time.time()})
-    return frame
+def _times(cfg: ImageRunConfig, schedule, steps: int) -> torch.Tensor:
+    return make_grid(cfg.grid, schedule, steps, schedule.t_min, schedule.t_max)
+
+
+def _reference(cfg: ImageRunConfig, solver: Solver) -> tuple[torch.Tensor, float]:
+    """The high-NFE reference of `solver`'s runs from the study's x_T, computed once per method and
+    process, with its noise floor (path-rms against the same method at half the steps)."""
+    model, x_T, refs, _ = _context(cfg)
+    ref = solver if solver.stochastic else make_solver(REFERENCE_SOLVER)
+    if ref.label not in refs:
+        n = cfg.reference_steps
+        fine, half = (sample_batches(model, ref, _times(cfg, model.schedule, k), x_T, cfg.seed, cfg.batch,
+                                     cfg.denoise_final).x for k in (n, n // 2))
+        refs[ref.label] = (fine, path_rms(half, fine))
+    return refs[ref.label]
+
+
+@dataclass
+class ImageStudy(Study):
+    """`bench image-run`: every solver at every NFE budget on a learned image model from the same
+    initial noise; a chain is one solver (the model, x_T and references are loaded once per process).
+    A directory keeps its model and FID settings: a rerun with --fid-dataset adds FID to the cells
+    sampled without it."""
+
+    settings: ImageRunConfig
+    kind = "images"
+
+    def config(self) -> dict:
+        return self.settings.to_dict()
+
+    @property
+    def problem(self) -> str:
+        return f"image:{Path(str(self.settings.model).rstrip('/')).name}"
+
+    def cells(self) -> list[Cell]:
+        cfg = self.settings
+        solvers = _validate(cfg)
+        _context(cfg)  # load the model (and FID statistics) now: bad input fails before any cell
+        return [Cell(f"{s.label}|{cfg.grid}|nfe={b}|seed={cfg.seed}|n={cfg.samples}", s.label, (s.label, b))
+                for s in solvers for b in cfg.nfe]
+
+    def incompatibility(self, old_config: dict) -> str | None:
+        old = old_config or {}
+        if old.get("model") != self.settings.model:
+            return f"holds results of model {old.get('model')}; use another --out"
+        old_fid, new_fid = self._fid(old), self._fid(self.settings.to_dict())
+        if old_fid is not None and new_fid is not None and old_fid != new_fid:
+            return f"holds fid rows of {old_fid}; use another --out for other FID settings"
+        return None
+
+    @staticmethod
+    def _fid(config: dict) -> dict | None:
+        return {k: config.get(k) for k in FID_SETTINGS} if config.get("fid_dataset") is not None else None
+
+    def stale(self, rows: list[dict]) -> bool:
+        return self.settings.fid_dataset is not None and _lacks_fid(rows)
+
+    def manifest_extra(self) -> dict:
+        n = self.settings.reference_steps
+        fid = self._fid(self.settings.to_dict())
+        return {**({"fid": fid} if fid else {}),
+                "reference": {"ode": f"{REFERENCE_SOLVER} at {n} {self.settings.grid} steps",
+                              "sde": f"same solver at {n} steps, same Brownian path"},
+                "device": self.settings.device, "torch": torch.__version__}
+
+    def run_cell(self, cell: Cell) -> list[dict]:
+        cfg = self.settings
+        label, budget = cell.params
+        model, x_T, _, fid = _context(cfg)
+        solver = make_solver(label)
+        base = _base_row(cfg, self.problem, model.schedule.name, solver)
+        steps = steps_for_budget(solver, budget)
+        if steps is None:
+            return [{**base, "metric": "path-rms", "value": math.nan, "steps": 0, "nfe": 0,
+                     "status": "skipped", "reason": f"needs NFE >= {solver.nfe(solver.min_steps)}"}]
+        res = sample_batches(model, solver, _times(cfg, model.schedule, steps), x_T, cfg.seed, cfg.batch,
+                             cfg.denoise_final)
+        return _score(res, base, steps, _reference(cfg, solver), fid)
+
+
+def run_images(cfg: ImageRunConfig, out: Path, command: str = "", progress=None) -> pd.DataFrame:
+    """Run every (solver, NFE) cell not yet in `out` with the one engine; return the rows."""
+    run_study(ImageStudy(cfg), out, command, jobs=1, progress=progress)
+    return load_rows(out)
 
 
 def _lacks_fid(rows: list[dict]) -> bool:
@@ -210,7 +233,7 @@ def _path_theory(solver: Solver) -> dict:
 
 def _base_row(cfg: ImageRunConfig, problem: str, schedule: str, solver: Solver) -> dict:
     return {"problem": problem, "schedule": schedule, "model": str(cfg.model), "solver": solver.label,
-            "solver_name": solver.name, "params": str(solver.params), "family": family(solver),
+            "solver_name": solver.name, "params": str(solver.params), "family": solver.family,
             "stochastic": solver.stochastic, **_path_theory(solver), "grid": cfg.grid, "seed": cfg.seed,
             "n_samples": cfg.samples, "dtype": "float32", "tolerance": math.nan, "noise_floor": math.nan,
             "metric_time": math.nan, "sample_time": math.nan}
@@ -218,7 +241,8 @@ def _base_row(cfg: ImageRunConfig, problem: str, schedule: str, solver: Solver) 
 
 def _score(res: BatchedSample, base: dict, steps: int, ref: tuple[torch.Tensor, float],
            fid: FIDHook | None) -> list[dict]:
-    row = {**base, "steps": steps, "nfe": res.nfe, "sample_time": res.wall_time, "status": "ok", "reason": ""}
+    row = {**base, "steps": steps, "nfe": res.nfe, "sample_time": res.wall_time, "status": "ok", "reason": "",
+           "images_per_s": res.images_per_second, "network_share": res.network_share}
     if not torch.isfinite(res.x).all():
         return [{**row, "metric": "path-rms", "value": math.nan, "status": "diverged",
                  "reason": "non-finite samples"}]
