@@ -37,6 +37,9 @@ class State:
         del self.history[:-keep]
 
 
+REVERSE_SDE = "reverse-sde"
+
+
 @dataclass(frozen=True)
 class OrderException:
     """A proven reason for slopes above the implementation's asymptotic order: where every condition
@@ -115,6 +118,15 @@ class Solver:
         if not changed:
             return self.name
         return f"{self.name}[{','.join(f'{k}={v}' for k, v in changed.items())}]"
+
+    @property
+    def sde_limit(self) -> str | None:
+        """The SDE a stochastic solver converges to pathwise as h -> 0 on the Brownian path it is
+        driven by: REVERSE_SDE where the step is a consistent strong discretisation of the reverse SDE
+        dx = [f x - g^2 score] dt + g dW (Anderson 1982), None where it is another SDE or has no
+        pathwise limit (its own fine run is then its reference). Solvers with the same limit share
+        one pathwise reference per problem and Brownian path (bench/measure/reference.py)."""
+        return None
 
     @property
     def kind(self) -> str:

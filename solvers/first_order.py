@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from solvers import citations as cite
-from solvers.base import OrderException, Solver, State, coeffs
+from solvers.base import REVERSE_SDE, OrderException, Solver, State, coeffs
 from solvers.model import Model
 from solvers.noise import NoiseSource
 from solvers.registry import register
@@ -66,6 +66,7 @@ class EulerMaruyama(Solver):
     order_note = cite.STRONG_NOTE
     order_exceptions = (VE_GAUSSIAN,)
     stochastic = True
+    sde_limit = REVERSE_SDE
     reference = "Song et al. 2021 (score SDE) eq. 6, Euler-Maruyama"
 
     def step(self, model: Model, x: Tensor, t: float, t_next: float, state: State,

@@ -82,7 +82,7 @@ class BrownianTreeNoise(NoiseSource):
     """
 
     def __init__(self, seed: int, t_lo: float, t_hi: float, resolution: float = 2.0**-26,
-                 cache_size: int = 8192):
+                 cache_size: int = 16384):
         if not t_hi > t_lo:
             raise ValueError(f"need t_lo < t_hi, got [{t_lo}, {t_hi}]")
         self.seed, self.t_lo, self.t_hi = seed, float(t_lo), float(t_hi)
@@ -100,8 +100,8 @@ class BrownianTreeNoise(NoiseSource):
         """The cached value mean + std * N(seed of the node) of tree node (depth, index)."""
         key = (depth, index)
         if key not in self._cache:
-            if len(self._cache) >= self.cache_size:
-                self._cache.clear()
+            if len(self._cache) >= self.cache_size:  # evict the oldest node (dicts keep insertion order)
+                del self._cache[next(iter(self._cache))]
             self._cache[key] = mean + std * self._gauss(depth, index)
         return self._cache[key]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from solvers import citations as cite
-from solvers.base import OrderException, Solver, State, coeffs
+from solvers.base import REVERSE_SDE, OrderException, Solver, State, coeffs
 from solvers.first_order import VE_GAUSSIAN
 from solvers.model import Model
 from solvers.noise import NoiseSource
@@ -50,6 +50,10 @@ class LambdaSDE(Solver):
     def __post_init__(self) -> None:
         _check_unit("lam", self.lam)
         self.order_exceptions = (VE_GAUSSIAN,) if self.lam == 1 else ()
+
+    @property
+    def sde_limit(self) -> str | None:
+        return REVERSE_SDE if self.lam == 1 else None
 
     def step(self, model: Model, x: Tensor, t: float, t_next: float, state: State,
              noise: NoiseSource) -> Tensor:
@@ -86,6 +90,7 @@ class DDPM(Solver):
     Thm 1.1; at most 1 by Clark & Cameron 1980)."""
 
     variance: str = "posterior"
+    sde_limit = REVERSE_SDE
     order = 1
     strong_order = 1
     order_source = (f"weak 1: {cite.WEAK}, one-step moments of the reverse SDE (Song et al. 2021 eq. 6) "
@@ -134,6 +139,10 @@ class DDIMEta(Solver):
     def __post_init__(self) -> None:
         _check_unit("eta", self.eta)
 
+    @property
+    def sde_limit(self) -> str | None:
+        return REVERSE_SDE if self.eta == 1 else None
+
     def step(self, model: Model, x: Tensor, t: float, t_next: float, state: State,
              noise: NoiseSource) -> Tensor:
         alpha_s, sigma_s, _, c, _ = _transition(model.schedule, t, t_next)
@@ -177,6 +186,7 @@ class ExpSDE(Solver):
     time_variable = "lambda"
     tags = frozenset({"singlestep", "exponential"})
     reference = "Lu et al. 2022b (DPM-Solver++) SDE-DPM-Solver-1; Zhang & Chen 2022 (DEIS)"
+    sde_limit = REVERSE_SDE
 
     def step(self, model: Model, x: Tensor, t: float, t_next: float, state: State,
              noise: NoiseSource) -> Tensor:

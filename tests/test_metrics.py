@@ -14,7 +14,7 @@ from bench.measure import metrics
 from bench.measure.exact_law import output_law
 from bench.measure.metrics import MetricError, exact_samples, noise_floor, sample_metric, w2_exact
 from bench.measure.models import analytic_model
-from bench.measure.reference import path_rms, reference
+from bench.measure.reference import brownian_noise, path_rms, reference
 from solvers import Model, make_solver, names, sample
 from solvers.first_order import DDIM
 from tests.util import prior_sample
@@ -171,3 +171,41 @@ def test_sde_reference_uses_the_same_brownian_path():
     assert path_rms(ref.x, other_path.x) > 10 * ref.error  # a different path ends elsewhere
     same = reference(problem, model, x_T, 99, em, steps=256, grid="uniform", noise_seed=5)
     assert torch.equal(same.x, ref.x)
+
+
+REVERSE_SDE_SOLVERS = ["euler-maruyama", "ddpm", "ddpm[variance=beta]", "ddim-eta", "lambda-sde[lam=1.0]",
+                       "euler-ancestral", "dpm2-ancestral", "dpmpp-2s-ancestral", "dpmpp-sde", "dpmpp-2m-sde",
+                       "dpmpp-3m-sde", "exp-sde"]
+
+
+def test_sde_limits_are_declared_where_proven():
+    limits = {name: make_solver(name).sde_limit for name in names() if make_solver(name).stochastic}
+    assert {n for n, lim in limits.items() if lim == "reverse-sde"} == {s.split("[")[0] for s in
+                                                                          REVERSE_SDE_SOLVERS} - {"lambda-sde"}
+    for other in ("lambda-sde", "pc-langevin", "edm-stochastic", "edm-stochastic-euler", "ddim-eta[eta=0.5]",
+                  "dpmpp-sde[eta=0.5]", "euler-ancestral[s_noise=1.1]"):
+        assert make_solver(other).sde_limit is None
+    assert make_solver("ddim").sde_limit is None
+
+
+@pytest.mark.parametrize("name", REVERSE_SDE_SOLVERS)
+def test_reverse_sde_solvers_converge_to_the_shared_reference(name):
+    """Every solver declaring the reverse SDE as its pathwise limit converges on the same Brownian
+    path to a fine exp-sde run (the shared reference): the median distance falls at least 2.5x per
+    4x steps (strong order 1 predicts 4x) and ends well below the coarse one."""
+    problem = problem_from_dict({"weights": [0.5, 0.5], "means": [[-1.5], [1.5]], "vars": [[0.1], [0.1]]},
+                                "bimodal-1d")
+    model = analytic_model(problem)
+    x_T = prior_sample(problem, 64, seed=3)
+    solver = make_solver(name)
+    ref = reference(problem, model, x_T, 11, solver, steps=2048)
+    assert ref.method == "exp-sde" and ref.steps == 4096
+    assert ref is reference(problem, model, x_T, 11, make_solver("exp-sde"), steps=2048)  # one per path
+
+    def median_distance(steps: int) -> float:
+        times = make_grid("logsnr", problem.schedule, steps, problem.t_min, problem.t_max)
+        x = sample(solver, model, times, x_T.clone(), brownian_noise(problem, 11)).x
+        return float((x - ref.x).abs().flatten().median())
+
+    coarse, fine = median_distance(32), median_distance(128)
+    assert fine < coarse / 2.5, (coarse, fine)

@@ -8,8 +8,10 @@ sigma~ as time, Lu et al. 2022 eq. 3.4). Its Jacobian is sigma~^2 (Sigma + sigma
 Gaussian component, of norm <= 1, so the ODE is not stiff in lambda however small t_min is, and
 RK4 on a uniform lambda grid converges at order 4 all the way.
 
-SDE solvers are compared with a fine-step run of the *same* solver (same parameters, hence the
-same limiting SDE) driven by the same Brownian path: `brownian_noise(problem, seed)` is a
+SDE solvers are compared with a fine-step run driven by the same Brownian path of an integrator
+of the same limiting SDE: one shared exp-sde run for every solver whose `sde_limit` is the reverse
+SDE (one reference per problem, path and limit, not per solver), else a fine run of the *same*
+solver (same parameters, hence the same limiting SDE): `brownian_noise(problem, seed)` is a
 virtual Brownian tree on [t_min, t_max], so coarse and fine grids see consistent increments.
 Solvers that draw `noise.extra` (Langevin correctors) get fresh draws per grid time and have no
 pathwise limit; path-rms is not meaningful for them.
@@ -36,7 +38,7 @@ from torch import Tensor
 
 from analytic.grids import make_grid
 from analytic.problems import Problem
-from solvers.base import Solver, State
+from solvers.base import REVERSE_SDE, Solver, State
 from solvers.loop import sample
 from solvers.model import Model
 from solvers.noise import BrownianTreeNoise, NoiseSource
@@ -46,6 +48,7 @@ DEFAULT_ODE_STEPS = 128  # RK4-logSNR: compared at 128 and 256 steps (1536 NFE i
 DEFAULT_SDE_STEPS = 4096  # strong order 1: compared at 4096 and 8192 steps
 MAX_STEPS = 2**16
 BUILTIN_ODE_METHOD = "rk4-logsnr"
+LIMIT_INTEGRATORS = {REVERSE_SDE: "exp-sde"}  # the fine integrator of each shared pathwise limit
 
 _CACHE: dict[str, Reference] = {}
 
@@ -98,9 +101,18 @@ def weak_order(solver: Solver) -> float:
     return float(solver.order if solver.order_cap is None else min(solver.order, solver.order_cap))
 
 
+_TREES: dict[tuple, BrownianTreeNoise] = {}
+
+
 def brownian_noise(problem: Problem, seed: int) -> BrownianTreeNoise:
-    """The Brownian path of run `seed`: drive the coarse solver with it to compare with references."""
-    return BrownianTreeNoise(seed, problem.t_min, problem.t_max)
+    """The Brownian path of run `seed`: drive the coarse solver with it to compare with references.
+    The latest path is kept, so the solvers of a chain and their shared reference reuse its tree
+    nodes (values depend only on seed and node, never on what is cached)."""
+    key = (seed, float(problem.t_min), float(problem.t_max))
+    if key not in _TREES:
+        _TREES.clear()
+        _TREES[key] = BrownianTreeNoise(seed, problem.t_min, problem.t_max)
+    return _TREES[key]
 
 
 def path_rms(x: Tensor, x_ref: Tensor) -> float:
@@ -127,8 +139,11 @@ def reference(problem: Problem, model: Model, x_T: Tensor, seed: int, solver: So
               denoise_final: bool = False) -> Reference:
     """The pathwise reference from x_T ~ p_{t_max} to t_min, with its self-checked error.
 
-    `solver`: the solver being judged; a stochastic one gets a fine run of itself on the Brownian
-    path of `seed`, a deterministic one (or None) the shared ODE reference. `method`: the ODE
+    `solver`: the solver being judged. A stochastic one whose `sde_limit` has an entry in
+    LIMIT_INTEGRATORS shares one fine run of that integrator on the Brownian path of `seed` with every
+    solver of the same limit (the reverse SDE: exp-sde, whose linear part and noise variance are
+    exact); other stochastic ones get a fine run of themselves; a deterministic one (or None) the
+    shared ODE reference. `method`: the ODE
     integrator, BUILTIN_ODE_METHOD (default) or any registered deterministic solver by name (e.g.
     "dpm-solver-3", "rk4"). `steps`: N of the N-vs-2N check. `tol`: double N until the check's
     error is below tol (absolute path-rms), up to MAX_STEPS. `model_name` names the model in
@@ -153,9 +168,11 @@ def _reference(problem: Problem, model: Model, x_T: Tensor, seed: int, solver: S
     x_T = x_T.detach().to(torch.float64)
     stochastic = solver is not None and solver.stochastic
     if stochastic:
-        integrator, label = solver, solver.label
+        limit = solver.sde_limit
+        integrator = make_solver(LIMIT_INTEGRATORS[limit]) if limit in LIMIT_INTEGRATORS else solver
+        label = integrator.label
         n = steps or DEFAULT_SDE_STEPS
-        extra: tuple = ("sde", seed, solver.label)
+        extra: tuple = ("sde", seed, label)
     else:
         label = method or BUILTIN_ODE_METHOD
         integrator = RK4LogSNR() if label == BUILTIN_ODE_METHOD else make_solver(label)

@@ -2,9 +2,9 @@
 seeds -> tidy rows (`bench run`).
 
 A cell is one (problem, solver, grid, step count, seed); it samples once and evaluates every metric
-on that sample. Cells sharing problem, solver and seed form a chain (one worker, in order), so each
-reference solution is computed once. Cells are deterministic given their seed (bench/sweep/engine.py
-runs, stores and resumes them).
+on that sample. Cells sharing problem, solver and seed form a chain (one worker, in order), and so do
+all stochastic solvers' cells that share a pathwise limit, so each reference solution is computed
+once. Cells are deterministic given their seed (bench/sweep/engine.py runs, stores and resumes them).
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from bench.measure import metrics
 from bench.measure.metrics import metric_rows
 from bench.measure.models import analytic_model
 from bench.measure.paired import PATH_METRICS, WEAK_METRICS, paired_row
-from bench.measure.reference import reference
+from bench.measure.reference import brownian_noise, reference
 from bench.measure.theory import conditions, theory
 from bench.studies.peers import external_rows
 from bench.sweep import engine
 from bench.sweep.engine import Progress, Study
 from bench.sweep.store import RESULT_COLUMNS
-from solvers import BrownianTreeNoise, Solver, make_solver, parse_spec, resolve, sample
+from solvers import Solver, make_solver, parse_spec, resolve, sample
 from solvers.noise import _mix
 
 DEFAULT_PROBLEMS = ["gauss-aniso-3d", "mix-2d", "ring-8"]
@@ -71,6 +71,7 @@ class Cell:
     mode: str  # "steps" | "nfe" | "tol"
     target: float  # step count, NFE budget or tolerance
     seed: int
+    shared: str = ""  # the pathwise limit whose reference this cell shares with other solvers ("": none)
 
     @property
     def key(self) -> str:
@@ -78,7 +79,10 @@ class Cell:
 
     @property
     def chain(self) -> str:
-        return f"{self.problem}|{self.solver}|seed={self.seed}"
+        """Cells that reuse one reference run in one worker: a solver's cells, or every solver's
+        cells that share a pathwise limit (one SDE reference per problem, path and limit)."""
+        who = f"limit={self.shared}" if self.shared else self.solver
+        return f"{self.problem}|{who}|seed={self.seed}"
 
 
 def default_config() -> SweepConfig:
@@ -142,9 +146,12 @@ def plan_cells(config: SweepConfig) -> list[Cell]:
     problems, solvers = validate(config)
     cells = []
     for problem in problems:
-        exact_only = problem_metrics(config, problem) == ["w2-exact"]
+        names = problem_metrics(config, problem)
+        exact_only = names == ["w2-exact"]
         seeds = config.seeds[:1] if exact_only else config.seeds  # exact law: no sampling error
+        paired = any(m in (*WEAK_METRICS, *PATH_METRICS) for m in names)
         for solver in solvers:
+            shared = (solver.sde_limit or "") if paired and solver.stochastic else ""
             if "adaptive" in solver.all_tags:
                 targets = [("tol", tol) for tol in config.tolerances]
             elif config.nfe:
@@ -154,7 +161,7 @@ def plan_cells(config: SweepConfig) -> list[Cell]:
             for mode, target in targets:
                 for seed in seeds:
                     name = config.problems[problems.index(problem)]
-                    cells.append(Cell(name, solver.label, mode, target, seed))
+                    cells.append(Cell(name, solver.label, mode, target, seed, shared))
     return cells
 
 
@@ -240,7 +247,7 @@ def run_cell(config: SweepConfig, cell: Cell) -> list[dict]:
                             rows, _prior_law(problem, config))
         return [with_theory(r) for r in out]
     if solver.stochastic:
-        noise = BrownianTreeNoise(noise_seed, problem.t_min, problem.t_max)
+        noise = brownian_noise(problem, noise_seed)
     try:
         result = sample(solver, model, times, x_T, noise, denoise_final=config.denoise_final)
     except (RuntimeError, ValueError, ArithmeticError) as exc:
@@ -277,11 +284,14 @@ def run_cell(config: SweepConfig, cell: Cell) -> list[dict]:
 
 
 def _chain_cost(chain: list[Cell]) -> float:
-    """Rough relative cost: steps of all cells, x4 for stochastic solvers (Brownian-tree queries
-    and their fine-step references)."""
-    solver = make_solver(chain[0].solver)
-    steps = sum(c.target if c.mode == "steps" else 64 for c in chain)
-    return steps * solver.nfe_per_step * (4 if solver.stochastic else 1)
+    """Rough relative cost: model calls of all cells, x4 for stochastic solvers (Brownian-tree
+    queries), plus an SDE chain's one fine-step reference (1024 + 2048 steps)."""
+    cost = 0.0
+    for cell in chain:
+        solver = make_solver(cell.solver)
+        steps = cell.target if cell.mode == "steps" else 64
+        cost += steps * solver.nfe_per_step * (4 if solver.stochastic else 1)
+    return cost + (4 * 3 * SDE_REFERENCE_STEPS if make_solver(chain[0].solver).stochastic else 0)
 
 
 @dataclass
