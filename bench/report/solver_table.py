@@ -2,8 +2,9 @@
 this implementation, where each is proven) beside the orders measured by the sweep engine, each
 with its 95 % CI and verdict:
 - weak: exact W2 on `gauss-aniso-3d` (vp-linear, log-SNR grid, 32-512 steps, no sampling error);
-- strong (stochastic solvers): path-rms on `gauss-aniso-3d` against the same solver at 1024 vs 2048
-  steps on the same Brownian path (16-256 steps, 500 samples, one seed).
+- strong (stochastic solvers): path-rms on `gauss-aniso-3d` against the shared reverse-SDE reference
+  (else the same solver) at 1024 vs 2048 steps on the same Brownian path (16-256 steps, 500 samples,
+  one seed).
 
     python -m bench.report.solver_table --write README.md [--cache results/solver-table]
 
