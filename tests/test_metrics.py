@@ -180,8 +180,8 @@ REVERSE_SDE_SOLVERS = ["euler-maruyama", "ddpm", "ddpm[variance=beta]", "ddim-et
 
 def test_sde_limits_are_declared_where_proven():
     limits = {name: make_solver(name).sde_limit for name in names() if make_solver(name).stochastic}
-    assert {n for n, lim in limits.items() if lim == "reverse-sde"} == {s.split("[")[0] for s in
-                                                                          REVERSE_SDE_SOLVERS} - {"lambda-sde"}
+    reverse = {s.split("[")[0] for s in REVERSE_SDE_SOLVERS} - {"lambda-sde"}
+    assert {n for n, lim in limits.items() if lim == "reverse-sde"} == reverse
     for other in ("lambda-sde", "pc-langevin", "edm-stochastic", "edm-stochastic-euler", "ddim-eta[eta=0.5]",
                   "dpmpp-sde[eta=0.5]", "euler-ancestral[s_noise=1.1]"):
         assert make_solver(other).sde_limit is None
