@@ -55,6 +55,7 @@ class Solver(Sampler):
 
     def run(self, model: Model, times: Tensor, x: Tensor, noise: NoiseSource | None = None, *,
             denoise_final: bool = False, progress: Progress | None = None) -> SampleResult:
+        """The one loop (solvers.loop.sample) with this solver."""
         return sample(self, model, times, x, noise, denoise_final=denoise_final, progress=progress)
 
     def noise_source(self, seed: int, t_lo: float, t_hi: float) -> NoiseSource | None:
