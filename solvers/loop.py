@@ -4,29 +4,17 @@ progress, and takes its noise from the caller."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from solvers.base import Solver
 from solvers.model import Model
 from solvers.noise import NoiseSource, ZeroNoise
+from solvers.sampler import Progress, SampleResult
 
-Progress = Callable[[int, int], None]
-
-
-@dataclass
-class SampleResult:
-    x: Tensor
-    nfe: int
-    steps: int
-    wall_time: float
-
-    @property
-    def finite(self) -> bool:
-        return bool(torch.isfinite(self.x).all())
+if TYPE_CHECKING:
+    from solvers.base import Solver
 
 
 def check_grid(solver: Solver, times: Tensor) -> None:
@@ -44,7 +32,8 @@ def sample(solver: Solver, model: Model, times: Tensor, x: Tensor,
            progress: Progress | None = None) -> SampleResult:
     """Integrate from times[0] to times[-1] starting at x (drawn from the prior by the caller).
 
-    `denoise_final` adds one explicit Tweedie step x <- E[x0 | x_{t_min}] (one more model call).
+    `denoise_final` adds one explicit Tweedie step x <- E[x0 | x_{t_min}] (one more model call); the
+    output then stands for the data (t_end = 0) and is judged against the data law.
     Stochastic solvers need a noise source; deterministic ones get ZeroNoise.
     """
     check_grid(solver, times)
@@ -68,4 +57,5 @@ def sample(solver: Solver, model: Model, times: Tensor, x: Tensor,
                 progress(i + 1, steps)
         if denoise_final:
             x = model(x, grid[-1]).x0
-    return SampleResult(x, model.calls - start_calls, steps, time.perf_counter() - start)
+    return SampleResult(x, model.calls - start_calls, steps, time.perf_counter() - start,
+                        0.0 if denoise_final else grid[-1], grid[-1], denoise_final)

@@ -150,3 +150,31 @@ class BrownianTreeNoise(NoiseSource):
         g = torch.Generator().manual_seed(_mix(self.seed, 0x5EED, _float_bits(t), k))
         z = torch.randn(like.shape, generator=g, dtype=torch.float64)
         return z.to(dtype=like.dtype, device=like.device)
+
+
+class SeededNoise(NoiseSource):
+    """The seed of a run for a sampler that builds its noise itself (a library's generator, a
+    Brownian tree in the library's noise time); it is not drawn from directly."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def normal(self, t0: float, t1: float, like: Tensor) -> Tensor:
+        raise TypeError("SeededNoise only carries a seed; the sampler builds its own noise from it")
+
+    def extra(self, t: float, k: int, like: Tensor) -> Tensor:
+        raise TypeError("SeededNoise only carries a seed; the sampler builds its own noise from it")
+
+
+_TREES: dict[tuple, BrownianTreeNoise] = {}
+
+
+def brownian_path(seed: int, t_lo: float, t_hi: float) -> BrownianTreeNoise:
+    """The Brownian path of run `seed` on [t_lo, t_hi]. The latest path is kept, so the solvers of a
+    chain and their shared reference reuse its tree nodes (values depend only on seed and node,
+    never on what is cached)."""
+    key = (seed, float(t_lo), float(t_hi))
+    if key not in _TREES:
+        _TREES.clear()
+        _TREES[key] = BrownianTreeNoise(seed, t_lo, t_hi)
+    return _TREES[key]

@@ -11,7 +11,7 @@ import torch
 
 from analytic import get_problem, make_grid
 from bench.measure.models import analytic_model
-from solvers import make_solver, resolve, sample
+from solvers import Sampler, SampleResult, make_solver, resolve, sample
 from solvers.registry import UnknownSolverError
 
 pytest.importorskip("diffusers")
@@ -43,20 +43,42 @@ def test_names_resolve_with_metadata():
         make_solver("kdiff:sample_nothing")
 
 
+def _grid(problem, steps: int) -> torch.Tensor:
+    """The harness grid; diffusers reads only its end points (the problem's interval) and step count."""
+    return make_grid("logsnr", problem.schedule, steps, problem.t_min, problem.t_max)
+
+
 def test_nfe_is_counted_from_model_calls():
     problem, model, x = _setup()
-    times = make_grid("logsnr", problem.schedule, 10, problem.t_min, problem.t_max)
-    heun = make_solver("kdiff:sample_heun").run(model, problem, 10, x, 0, times)
+    times = _grid(problem, 10)
+    heun = make_solver("kdiff:sample_heun").run(model, times, x)
     assert heun.nfe == 2 * 11 - 1  # 11 steps with the final one to sigma = 0, which is Euler
-    dheun = make_solver("diffusers:HeunDiscreteScheduler").run(model, problem, 10, x, 0, times)
+    dheun = make_solver("diffusers:HeunDiscreteScheduler").run(model, times, x)
     assert dheun.nfe == 2 * 10 - 1
+
+
+def test_every_sampler_runs_through_one_protocol():
+    """Ours and the peers are Samplers with the same `run`, returning a SampleResult that says where
+    the output belongs; our Solver.run is the one loop."""
+    problem, model, x = _setup()
+    times = _grid(problem, 8)
+    for spec in ("ddim", "euler-maruyama", "kdiff:sample_euler", "kdiff:sample_euler_ancestral",
+                 "diffusers:DDIMScheduler[clip_sample=false]", "diffusers:EulerAncestralDiscreteScheduler"):
+        sampler = make_solver(spec)
+        assert isinstance(sampler, Sampler)
+        out = sampler.run(model, times, x.clone(), sampler.noise_source(5, problem.t_min, problem.t_max))
+        assert isinstance(out, SampleResult) and out.finite and out.nfe >= 8 and out.steps == 8
+    ours = make_solver("ddim").run(model, times, x.clone(), denoise_final=True)
+    loop = sample(make_solver("ddim"), model, times, x.clone(), denoise_final=True)
+    assert torch.equal(ours.x, loop.x) and ours.t_end == 0.0 and ours.final_denoise and not ours.tweedie_law
+    assert make_solver("ddim").run(model, times, x.clone()).t_end == problem.t_min
 
 
 def test_diffusers_ddim_matches_ours_when_n_divides_1000():
     """DDIM at N = 50 visits timesteps 980, 960, ..., 0, then steps to alpha_bar = 1 (x0)."""
     problem, model, x = _setup()
     ddim = make_solver("diffusers:DDIMScheduler[clip_sample=false]")
-    run = ddim.run(model, problem, 50, x, 0, torch.ones(2))
+    run = ddim.run(model, _grid(problem, 50), x)
     times = torch.tensor([(k + 1) / 1000 for k in range(980, -1, -20)], dtype=torch.float64)
     ours = sample(make_solver("ddim"), model, times, x.clone(), denoise_final=True).x
     assert run.nfe == 50 and run.t_end == 0.0 and run.t_last == pytest.approx(1e-3)
@@ -73,7 +95,7 @@ def test_diffusers_multistep_defaults_match_ours_on_their_timesteps(peer, ours):
 
     problem, model, x = _setup()
     for steps in (8, 20):
-        run = make_solver(f"diffusers:{peer}").run(model, problem, steps, x, 0, torch.ones(2))
+        run = make_solver(f"diffusers:{peer}").run(model, _grid(problem, steps), x)
         scheduler = getattr(diffusers, peer)()
         scheduler.set_timesteps(steps)
         times = problem.t_min + (problem.t_max - problem.t_min) * scheduler.timesteps.double() / 999
@@ -84,7 +106,7 @@ def test_diffusers_multistep_defaults_match_ours_on_their_timesteps(peer, ours):
 def test_kdiff_euler_matches_ours():
     problem, model, x = _setup()
     times = make_grid("logsnr", problem.schedule, 12, problem.t_min, problem.t_max)
-    run = make_solver("kdiff:sample_euler").run(model, problem, 12, x, 0, times)
+    run = make_solver("kdiff:sample_euler").run(model, times, x)
     ours = sample(make_solver("ddim"), model, times, x.clone(), denoise_final=True).x
     assert run.nfe == 13 and _rel(run.x, ours) < 1e-10
 
@@ -136,14 +158,13 @@ def test_report_flags_peer_defects_from_measured_data(tmp_path):
 
 def test_w2_exact_refuses_a_non_affine_sampler():
     """diffusers' DDIM clips x0 to [-1, 1] by default: its output law is not Gaussian."""
-    from bench.measure.metrics import MetricError
-    from bench.studies.peers import external_w2
+    from bench.measure.metrics import MetricError, w2_exact
 
     problem, model, _ = _setup()
     times = make_grid("logsnr", problem.schedule, 20, problem.t_min, problem.t_max)
-    assert external_w2(problem, make_solver("kdiff:sample_euler"), model, times, 0, None, torch.float64) > 0
+    assert w2_exact(problem, make_solver("kdiff:sample_euler"), model, times) > 0
     with pytest.raises(MetricError, match="affine"):
-        external_w2(problem, make_solver("diffusers:DDIMScheduler"), model, times, 0, None, torch.float64)
+        w2_exact(problem, make_solver("diffusers:DDIMScheduler"), model, times)
 
 
 @pytest.mark.parametrize("spec", ["kdiff:sample_dpmpp_sde", "kdiff:sample_dpmpp_sde[noise=iid]",
@@ -154,7 +175,7 @@ def test_probed_law_of_a_stochastic_sampler_matches_monte_carlo(spec):
     samples the sampler draws with its own noise: dpmpp_sde asks for overlapping Brownian increments
     (substep and full step), which the Brownian slots' min(a, b) covariance must capture; diffusers'
     schedulers get our noise through their module's randn_tensor."""
-    from bench.studies.peers import _probe_noise
+    from bench.measure.exact_law import _probe_noise
 
     problem, model, _ = _setup()
     times = make_grid("logsnr", problem.schedule, 5, problem.t_min, problem.t_max)
@@ -162,12 +183,12 @@ def test_probed_law_of_a_stochastic_sampler_matches_monte_carlo(spec):
     mean, chol = law.means[0], torch.linalg.cholesky(law.covs[0])
     solver = make_solver(spec)
     probes = torch.cat([mean[None], mean[None] + chol.T, mean[None] - chol.T])
-    out, noise_cov, _ = _probe_noise(problem, solver, model, times, 0, probes, torch.float64)
+    out, noise_cov, _ = _probe_noise(solver, model, times, probes)
     spread = out[1:4] - out[0]
     cov = spread.T @ spread + noise_cov
     n = 40000
     x = problem.sample_marginal(float(times[0]), n, torch.Generator().manual_seed(1)).double()
-    samples = solver.run(model, problem, 5, x, 3, times).x
+    samples = solver.run(model, times, x, solver.noise_source(3, problem.t_min, problem.t_max)).x
     scale = cov.diagonal().sqrt()
     assert ((samples.mean(0) - out[0]) / scale).abs().max() < 0.03  # ~5 standard errors
     assert ((torch.cov(samples.T) - cov) / torch.outer(scale, scale)).abs().max() < 0.04
@@ -207,16 +228,17 @@ def test_kdiff_sweep_orders_findings_and_twins(tmp_path):
 def test_final_denoise_is_read_from_the_run():
     """A sampler whose output is its last call's x0 prediction is judged against the denoise law
     at that call; k-diffusion's LMS integrates on to sigma = 0 and is judged against the data."""
-    from bench.studies.peers import _reference_law
+    from bench.measure.exact_law import end_law
 
     problem, model, x = _setup()
-    times = make_grid("logsnr", problem.schedule, 12, problem.t_min, problem.t_max)
-    euler = make_solver("kdiff:sample_euler").run(model, problem, 12, x, 0, times)
-    lms = make_solver("kdiff:sample_lms").run(model, problem, 12, x, 0, times)
-    ddim = make_solver("diffusers:DDIMScheduler[clip_sample=false]").run(model, problem, 20, x, 0, times)
+    times = _grid(problem, 12)
+    euler = make_solver("kdiff:sample_euler").run(model, times, x)
+    lms = make_solver("kdiff:sample_lms").run(model, times, x)
+    ddim = make_solver("diffusers:DDIMScheduler[clip_sample=false]").run(model, _grid(problem, 20), x)
     assert euler.final_denoise and ddim.final_denoise and not lms.final_denoise
-    assert torch.equal(_reference_law(problem, lms)[1], problem.target.covs[0])
-    assert not torch.allclose(_reference_law(problem, euler)[1], problem.target.covs[0], rtol=1e-6)
+    assert euler.tweedie_law and ddim.tweedie_law and not lms.tweedie_law
+    assert torch.equal(end_law(problem, lms)[1], problem.target.covs[0])
+    assert not torch.allclose(end_law(problem, euler)[1], problem.target.covs[0], rtol=1e-6)
 
 
 def test_path_rms_of_deterministic_externals_on_a_mixture(tmp_path):

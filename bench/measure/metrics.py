@@ -32,10 +32,11 @@ from torch import Tensor
 
 from analytic.problems import Problem
 from analytic.targets import GaussianMixture
-from bench.measure.exact_law import bures_w2, output_law
+from bench.measure.exact_law import ProbeError, bures_w2, end_law, output_law
 from bench.measure.reference import Reference, path_rms, reference
 from solvers.base import Solver
 from solvers.model import Model
+from solvers.sampler import Sampler, SampleResult
 
 
 class MetricError(ValueError):
@@ -229,26 +230,28 @@ def _affine_check(model: Model, problem: Problem, times: Tensor) -> None:
                               "this model is not")
 
 
-def w2_exact(problem: Problem, solver: Solver, model: Model, times: Tensor,
+def w2_exact(problem: Problem, sampler: Sampler, model: Model, times: Tensor,
              denoise_final: bool = False, prior: tuple[Tensor, Tensor] | None = None) -> float:
-    """Exact W2 between the solver's output law from x_T ~ p_{times[0]} (or the Gaussian `prior`
-    given as (mean, cov)) and p_{times[-1]}; with `denoise_final` the output approximates data, so
-    the reference law is the data law itself."""
+    """Exact W2 between the sampler's output law from x_T ~ p_{times[0]} (or the Gaussian `prior`
+    given as (mean, cov)) and the exact law where its output belongs (exact_law.end_law: p_{times[-1]}
+    for our solvers; with `denoise_final` the output approximates data, so the data law itself)."""
     target: GaussianMixture = problem.target
     if not target.is_gaussian:
         raise MetricError(f"w2-exact needs a Gaussian target; {problem.name} has {target.k} components")
-    if not getattr(solver, "affine", True):
-        raise MetricError(f"w2-exact needs a solver affine in (x, noise); {solver.label} is not")
+    if sampler.affine is False:
+        raise MetricError(f"w2-exact needs a solver affine in (x, noise); {sampler.label} is not")
     times = torch.as_tensor(times, dtype=torch.float64)
     _affine_check(model, problem, times)
     if prior is None:
         exact = problem.marginal(float(times[0]))
         prior = (exact.means[0], exact.covs[0])
-    ref = target if denoise_final else problem.marginal(float(times[-1]))
-    law = output_law(solver, model, times, *prior, denoise_final=denoise_final)
+    try:
+        law = output_law(sampler, model, times, *prior, denoise_final=denoise_final)
+    except ProbeError as exc:
+        raise MetricError(str(exc)) from None
     if not (torch.isfinite(law.mean).all() and torch.isfinite(law.cov).all()):
         return math.inf
-    return bures_w2(law.mean, law.cov, ref.means[0], ref.covs[0])
+    return bures_w2(law.mean, law.cov, *end_law(problem, law.end))
 
 
 def metric_rows(metric_names: list[str], base: dict, evaluate: Callable[[str, dict], None]) -> list[dict]:
@@ -269,6 +272,37 @@ def metric_rows(metric_names: list[str], base: dict, evaluate: Callable[[str, di
     return out
 
 
+def end_samples(problem: Problem, end: SampleResult, n: int, seed: int) -> Tensor:
+    """n exact samples of the law a run's output is compared with (exact_law.end_law): p_{t_end}
+    (the data at t_end = 0), or with `tweedie_law` the denoise E[x0 | x_t] of exact x_t at t_last."""
+    if end.t_end == 0.0 and end.tweedie_law:
+        exact = exact_samples(problem, n, seed, dtype=torch.float64, t=end.t_last)
+        return problem.denoise(exact, end.t_last)
+    return exact_samples(problem, n, seed, dtype=torch.float64, t=end.t_end)
+
+
+def paired_reference(metric: str, problem: Problem, sampler: Sampler, model: Model, x_T: Tensor, seed: int,
+                     end: SampleResult, noise_seed: int, sde_steps: int | None = None
+                     ) -> tuple[Reference, GaussianMixture]:
+    """The pathwise reference of a run from x_T (the exact prior) and the exact law it is judged
+    against: the shared ODE reference (plus its final denoise when the run denoised at t_min) for a
+    deterministic sampler; for a stochastic Solver a fine run on the same Brownian path (`noise_seed`,
+    `sde_steps`). A run must end at t_min or denoise from there; a library's stochastic sampler has
+    its own noise, so no pathwise reference."""
+    if sampler.stochastic and not isinstance(sampler, Solver):
+        raise MetricError(f"{metric} of {sampler.label} would need its own fine run on the same "
+                          "noise; use w2-exact (Gaussian targets) or a sample metric")
+    denoise = end.t_end == 0.0
+    at_t_min = math.isclose(end.t_last if denoise else end.t_end, problem.t_min, rel_tol=1e-6)
+    if not at_t_min or (denoise and not end.final_denoise):
+        raise MetricError(f"{metric} of {sampler.label} needs it to end at t_min (or denoise "
+                          "from there); it ends elsewhere")
+    solver = sampler if isinstance(sampler, Solver) else None
+    ref = reference(problem, model, x_T, seed, solver, noise_seed=noise_seed,
+                    steps=sde_steps if sampler.stochastic else None, denoise_final=denoise)
+    return ref, problem.target if denoise else problem.marginal(problem.t_min)
+
+
 def reference_for(problem: Problem, model: Model, x_T: Tensor, seed: int, solver: Solver | None = None,
                   denoise_final: bool = False, **kw) -> Reference:
     """The path-rms reference of `solver`'s run from x_T (bench/measure/reference.py): `.x` to compare
@@ -277,5 +311,6 @@ def reference_for(problem: Problem, model: Model, x_T: Tensor, seed: int, solver
     return reference(problem, model, x_T, seed, solver, denoise_final=denoise_final, **kw)
 
 
-__all__ = ["DEFAULT_SAMPLES", "METRICS", "SAMPLE_METRICS", "MetricError", "Reference", "exact_samples",
-           "metric_rows", "noise_floor", "path_rms", "reference_for", "sample_metric", "w2_exact"]
+__all__ = ["DEFAULT_SAMPLES", "METRICS", "SAMPLE_METRICS", "MetricError", "Reference", "end_samples",
+           "exact_samples", "metric_rows", "noise_floor", "paired_reference", "path_rms", "reference_for",
+           "sample_metric", "w2_exact"]

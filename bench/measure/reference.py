@@ -41,7 +41,7 @@ from analytic.problems import Problem
 from solvers.base import REVERSE_SDE, Solver, State
 from solvers.loop import sample
 from solvers.model import Model
-from solvers.noise import BrownianTreeNoise, NoiseSource
+from solvers.noise import BrownianTreeNoise, NoiseSource, brownian_path
 from solvers.registry import make_solver
 
 DEFAULT_ODE_STEPS = 128  # RK4-logSNR: compared at 128 and 256 steps (1536 NFE in all)
@@ -101,18 +101,11 @@ def weak_order(solver: Solver) -> float:
     return float(solver.order if solver.order_cap is None else min(solver.order, solver.order_cap))
 
 
-_TREES: dict[tuple, BrownianTreeNoise] = {}
-
-
 def brownian_noise(problem: Problem, seed: int) -> BrownianTreeNoise:
-    """The Brownian path of run `seed`: drive the coarse solver with it to compare with references.
-    The latest path is kept, so the solvers of a chain and their shared reference reuse its tree
-    nodes (values depend only on seed and node, never on what is cached)."""
-    key = (seed, float(problem.t_min), float(problem.t_max))
-    if key not in _TREES:
-        _TREES.clear()
-        _TREES[key] = BrownianTreeNoise(seed, problem.t_min, problem.t_max)
-    return _TREES[key]
+    """The Brownian path of run `seed` on the problem's interval (solvers.noise.brownian_path, what
+    a stochastic Solver's `noise_source` gives): drive the coarse solver with it to compare with
+    references."""
+    return brownian_path(seed, problem.t_min, problem.t_max)
 
 
 def path_rms(x: Tensor, x_ref: Tensor) -> float:

@@ -22,13 +22,11 @@ from bench.measure import metrics
 from bench.measure.metrics import metric_rows
 from bench.measure.models import analytic_model
 from bench.measure.paired import PATH_METRICS, WEAK_METRICS, paired_row
-from bench.measure.reference import brownian_noise, reference
 from bench.measure.theory import conditions, theory
-from bench.studies.peers import external_rows
 from bench.sweep import engine
 from bench.sweep.engine import Progress, Study
 from bench.sweep.store import RESULT_COLUMNS
-from solvers import Solver, make_solver, parse_spec, resolve, sample
+from solvers import Sampler, make_solver, parse_spec, resolve
 from solvers.noise import _mix
 
 DEFAULT_PROBLEMS = ["gauss-aniso-3d", "mix-2d", "ring-8"]
@@ -100,7 +98,7 @@ def problem_metrics(config: SweepConfig, problem: Problem) -> list[str]:
     return ["w2-exact"] if problem.is_gaussian else list(MIXTURE_METRICS)
 
 
-def validate(config: SweepConfig) -> tuple[list[Problem], list[Solver]]:
+def validate(config: SweepConfig) -> tuple[list[Problem], list[Sampler]]:
     """Check every input up front; raise SweepError with one line on the first problem found."""
     try:
         problems = [get_problem(p, config.schedule) for p in config.problems]
@@ -169,7 +167,7 @@ def _stream_seed(seed: int, problem: str, stream: str) -> int:
     return _mix(seed, *(ord(c) for c in f"{problem}/{stream}")) % (2**62)
 
 
-def _steps_for(solver: Solver, cell: Cell) -> int | None:
+def _steps_for(solver: Sampler, cell: Cell) -> int | None:
     if cell.mode == "steps":
         return int(cell.target)
     if cell.mode == "tol":
@@ -179,7 +177,7 @@ def _steps_for(solver: Solver, cell: Cell) -> int | None:
     return max(fits) if fits else None
 
 
-def _solver_for(cell: Cell) -> Solver:
+def _solver_for(cell: Cell) -> Sampler:
     if cell.mode != "tol":
         return make_solver(cell.solver)
     name, params = parse_spec(cell.solver)
@@ -240,42 +238,32 @@ def run_cell(config: SweepConfig, cell: Cell) -> list[dict]:
     grid_name, grid_params = parse_spec(config.grid)
     times = make_grid(grid_name, problem.schedule, steps, problem.t_min, problem.t_max, **grid_params)
     x_T = _prior(problem, config, config.samples, cell.seed, dtype).to(config.device)
-    noise = None
     noise_seed = _stream_seed(cell.seed, problem.name, "noise")
-    if getattr(solver, "external", False):  # diffusers:/kdiff: drive their own trajectory
-        out = external_rows(problem, solver, model, times, x_T, cell.seed, noise_seed, metric_names, row0,
-                            rows, _prior_law(problem, config))
-        return [with_theory(r) for r in out]
-    if solver.stochastic:
-        noise = brownian_noise(problem, noise_seed)
+    noise = solver.noise_source(noise_seed, problem.t_min, problem.t_max)
     try:
-        result = sample(solver, model, times, x_T, noise, denoise_final=config.denoise_final)
-    except (RuntimeError, ValueError, ArithmeticError) as exc:
+        result = solver.run(model, times, x_T, noise, denoise_final=config.denoise_final)
+    except solver.failures as exc:
         return rows("diverged", f"{type(exc).__name__}: {exc}".splitlines()[0], steps)
     nfe = result.nfe
     if cell.mode == "tol":
         steps = nfe  # adaptive solvers are placed by counted NFE
     if not result.finite:
         return rows("diverged", "non-finite samples", steps, nfe)
-    def paired_reference():
-        if config.prior != "exact":
-            raise metrics.MetricError("weak and pathwise metrics pair each sample with a reference from the "
-                                      "exact prior; with --prior standard use w2-exact or a sample metric")
-        return reference(problem, model, x_T, cell.seed, solver, noise_seed=noise_seed,
-                         steps=SDE_REFERENCE_STEPS if solver.stochastic else None,
-                         denoise_final=config.denoise_final)
-
-    end_law = problem.target if config.denoise_final else problem.marginal(problem.t_min)
 
     def evaluate(name: str, row: dict) -> None:
         if name == "w2-exact":
             row["value"] = metrics.w2_exact(problem, solver, model, times, config.denoise_final,
                                             prior=_prior_law(problem, config))
         elif name in (*WEAK_METRICS, *PATH_METRICS):
-            row.update(paired_row(name, result.x, paired_reference(), end_law))
+            if config.prior != "exact":
+                raise metrics.MetricError("weak and pathwise metrics pair each sample with a reference from "
+                                          "the exact prior; with --prior standard use w2-exact or a sample "
+                                          "metric")
+            ref, law = metrics.paired_reference(name, problem, solver, model, x_T, cell.seed, result,
+                                                noise_seed, SDE_REFERENCE_STEPS)
+            row.update(paired_row(name, result.x, ref, law))
         else:
-            exact = metrics.exact_samples(problem, config.samples, cell.seed, dtype=torch.float64,
-                                          t=None if not config.denoise_final else 0.0)
+            exact = metrics.end_samples(problem, result, config.samples, cell.seed)
             row["value"] = metrics.sample_metric(name, result.x.cpu().double(), exact, cell.seed)
             row["noise_floor"] = metrics.noise_floor(name, problem, config.samples, cell.seed)
 

@@ -24,7 +24,7 @@ from bench.measure.reference import path_rms, reference
 from bench.measure.theory import theory
 from bench.studies.perturb import parse_model_spec
 from bench.sweep.engine import Cell, Study
-from solvers import make_solver, resolve, sample
+from solvers import make_solver, resolve
 
 COMPONENTS = ("discretization", "score", "both")
 DEFAULT_SOLVERS = ["ddim", "heun", "dpmpp-2m", "dpm-solver-3"]
@@ -84,8 +84,8 @@ class DecomposeStudy(Study):
         # fresh instances for the reference and the run: a noisy perturbation draws from its own seed
         ref_tested = reference(problem, parse_model_spec(cfg.model, problem), x_T, seed, model_name=cfg.model)
         times = make_grid(cfg.grid, problem.schedule, n, problem.t_min, problem.t_max)
-        runs = {"discretization": sample(solver, exact, times, x_T.clone()),
-                "both": sample(solver, parse_model_spec(cfg.model, problem), times, x_T.clone())}
+        runs = {"discretization": solver.run(exact, times, x_T.clone()),
+                "both": solver.run(parse_model_spec(cfg.model, problem), times, x_T.clone())}
         found = {"score": ref_tested.x, **{k: r.x for k, r in runs.items()}}
         rows = []
         for component in COMPONENTS:

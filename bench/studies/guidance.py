@@ -27,7 +27,7 @@ from bench.measure.reference import path_rms, reference
 from bench.measure.theory import theory
 from bench.studies.learned import CheckpointError
 from bench.sweep.engine import Cell, Study
-from solvers import make_solver, resolve, sample
+from solvers import make_solver, resolve
 from solvers.model import Model
 
 KINDS = ("classifier", "cfg")
@@ -134,7 +134,7 @@ class GuidedStudy(Study):
         ref = reference(problem, model, x_T, seed, model_name=name)
         solver = make_solver(label)
         times = make_grid(cfg.grid, problem.schedule, n, problem.t_min, problem.t_max)
-        result = sample(solver, model, times, x_T.clone())
+        result = solver.run(model, times, x_T.clone())
         th = theory(solver, "path-rms")
         value = path_rms(result.x, ref.x)
         return [{"problem": problem.name, "schedule": problem.schedule.name, "model": name,

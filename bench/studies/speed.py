@@ -13,7 +13,7 @@ import torch
 from analytic import get_schedule
 from analytic.targets import GaussianMixture
 from bench.studies.analytic import default_config, run_sweep
-from solvers import Model, make_solver, sample
+from solvers import Model, make_solver
 
 
 def random_mixture(k: int, d: int, seed: int = 0) -> GaussianMixture:
@@ -115,7 +115,7 @@ def loop_overhead(solver_name: str, steps: int = 50, n: int = 16, repeats: int =
 
     def ours() -> None:  # cold schedule cache: ours pays its setup as diffusers pays set_timesteps
         schedule.__dict__.pop("_scalar_cache", None)
-        sample(make_solver(solver_name), Model(eps_model, "eps", schedule), times, x0)
+        make_solver(solver_name).run(Model(eps_model, "eps", schedule), times, x0)
 
     def theirs() -> None:
         scheduler.set_timesteps(steps)

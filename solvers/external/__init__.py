@@ -1,8 +1,8 @@
 """External solvers: diffusers schedulers and k-diffusion samplers driven inside the harness.
 
 Names are `diffusers:<SchedulerClass>[k=v,...]` and `kdiff:<sample_fn>[k=v,...]`. An external
-sampler drives a whole trajectory, so it has no `step`; `ExternalSolver.run` samples from x_T and
-returns the output, the counted model calls and the noise level the library ended at.
+sampler drives a whole trajectory, so it is a Sampler without `step`: `ExternalSolver.run` samples
+from x_T and returns a SampleResult with the counted model calls and the time the library ended at.
 The peers are optional (the `peers` extra); without them these names are refused (the adapters
 import them only when a name is built). Importing this package registers both prefixes with
 solvers.registry, so `make_solver`/`resolve` hand these names here.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 
 from solvers.external import diffusers, kdiffusion
-from solvers.external.base import TWINS, ExternalSolver, PeerMissingError, Run
+from solvers.external.base import TWINS, ExternalSolver, PeerMissingError
 from solvers.registry import UnknownSolverError, parse_spec, register_prefix
 
 ADAPTERS = {"diffusers:": diffusers, "kdiff:": kdiffusion}  # prefix -> adapter module (peer imported lazily)
@@ -70,5 +70,5 @@ def resolve_external(spec: str) -> list[ExternalSolver]:
 for _prefix in PREFIXES:
     register_prefix(_prefix, make_external, resolve_external)
 
-__all__ = ["ADAPTERS", "PREFIXES", "TWINS", "ExternalSolver", "PeerMissingError", "Run", "available",
+__all__ = ["ADAPTERS", "PREFIXES", "TWINS", "ExternalSolver", "PeerMissingError", "available",
            "installed_globs", "is_external", "make_external", "resolve_external"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -12,13 +13,15 @@ import torch
 from torch import Tensor
 
 from solvers import citations as cite
-from solvers.base import OrderException, Solver
 from solvers.model import Model
+from solvers.noise import NoiseSource, SeededNoise
 from solvers.registry import UnknownSolverError, make_solver
+from solvers.sampler import OrderException, Progress, Sampler, SampleResult
 
 NoiseHook = Callable[[float, float, Tensor], Tensor]
 """noise(s0, s1, like): the standard normal a library asks for on its step s0 -> s1 (s in its own
-noise time, k-diffusion's sigma), shaped like `like` (k-diffusion's `noise_sampler`)."""
+noise time, k-diffusion's sigma), shaped like `like` (k-diffusion's `noise_sampler`); the `normal`
+of the NoiseSource a run is handed."""
 
 TWINS = {  # peer scheduler/sampler -> our solver implementing the same method (bench report compares them)
     "diffusers:DDIMScheduler": "ddim", "diffusers:EulerDiscreteScheduler": "ddim",
@@ -45,20 +48,6 @@ class PeerMissingError(UnknownSolverError):
 def missing(library: str) -> PeerMissingError:
     return PeerMissingError(f"external solvers need {library}, which is not installed; install the extra: "
                             f"pip install 'diffusion-solver-bench[peers]'")
-
-
-@dataclass
-class Run:
-    """One external trajectory: output `x` at VP scale, counted model calls, the time the library
-    ended at (0.0 when it ends at sigma = 0, on the data), the time of its last model call, and
-    whether the output is that call's x0 prediction (a final Tweedie denoise, as most samplers that
-    end at sigma = 0 do; k-diffusion's LMS instead takes a multistep ODE step down to sigma = 0)."""
-
-    x: Tensor
-    nfe: int
-    t_end: float
-    t_last: float
-    final_denoise: bool = False
 
 
 DENOISE_TOL = 1e-5  # relative: the libraries' float32 tables leave ~1e-7
@@ -89,16 +78,21 @@ class CountingModel:
 
 
 @dataclass
-class ExternalSolver(Solver):
-    """A peer library's sampler with the Solver metadata; `run` replaces `step`."""
+class ExternalSolver(Sampler):
+    """A peer library's sampler with the shared Sampler metadata; `run` drives a whole trajectory.
+
+    Its `noise_kind` is a NOISE_KINDS entry when a run draws each library call's normals from the
+    NoiseSource it is handed (else it draws its own). Stochastic ones get SeededNoise from
+    `noise_source`: the run builds its default noise of that kind, or seeds the library, from it."""
 
     target: str = ""
     config: dict[str, Any] = field(default_factory=dict)
 
-    external: ClassVar[bool] = True
-    affine: ClassVar[bool] = True  # deterministic ones: affine in x_T on a Gaussian target
+    affine: ClassVar[bool | None] = None  # unknown (clipping, thresholding): the exact-law prober checks
+    # libraries also fail inside their own code at odd step counts
+    failures: ClassVar[tuple[type[Exception], ...]] = (RuntimeError, ValueError, ArithmeticError, IndexError,
+                                                       TypeError)
     prefix: ClassVar[str] = ""
-    noise_kind: ClassVar[str | None] = None  # a NOISE_KINDS entry when `run` takes a NoiseHook
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "name", self.prefix + self.target)
@@ -113,14 +107,32 @@ class ExternalSolver(Solver):
             return self.name
         return f"{self.name}[{','.join(f'{k}={v}' for k, v in self.config.items())}]"
 
-    def nfe(self, steps: int) -> int:
-        return steps * self.nfe_per_step
+    def noise_source(self, seed: int, t_lo: float, t_hi: float) -> NoiseSource | None:
+        return SeededNoise(seed) if self.stochastic else None
 
-    def run(self, model: Model, problem: Any, steps: int, x_T: Tensor, seed: int, grid: Tensor,
-            noise: NoiseHook | None = None) -> Run:
-        """Sample from x_T on `grid`; a stochastic sampler with a `noise_kind` draws from `noise`
-        (default: its own seeded source of that kind), the others from a generator seeded `seed`."""
+    def run(self, model: Model, times: Tensor, x: Tensor, noise: NoiseSource | None = None, *,
+            denoise_final: bool = False, progress: Progress | None = None) -> SampleResult:
+        """Sample from x on `times` (its end points are the problem's interval); a sampler with a
+        `noise_kind` draws from `noise` (SeededNoise: its own source of that kind from the seed), the
+        others from a generator seeded by SeededNoise's seed (0 without one)."""
         raise NotImplementedError
+
+
+def hook_and_seed(noise: NoiseSource | None, default: Callable[[int], NoiseHook]) -> tuple[NoiseHook, int]:
+    """The per-call noise of a run and the seed of the library's own generator: `default(seed)` for
+    SeededNoise (or none), else the handed source's `normal`."""
+    if noise is None or isinstance(noise, SeededNoise):
+        seed = 0 if noise is None else noise.seed
+        return default(seed), seed
+    return noise.normal, 0
+
+
+def result(x: Tensor, counted: CountingModel, steps: int, start: float, t_end: float) -> SampleResult:
+    """A library run's SampleResult: ends at t_end; at sigma = 0 (t_end = 0.0) a final denoise is read
+    from the run (the output is the last call's x0 prediction), judged against the Tweedie law."""
+    denoise = t_end == 0.0 and is_denoise(x, counted)
+    return SampleResult(x, counted.calls, steps, time.perf_counter() - start, t_end, counted.last_t, denoise,
+                        denoise)
 
 
 STRONG_SOURCE = ("strong order 1: per step a consistent drift step plus fresh normals of std "

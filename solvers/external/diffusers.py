@@ -15,6 +15,7 @@ import inspect
 import itertools
 import math
 import sys
+import time
 import unittest.mock
 from typing import Any
 
@@ -25,15 +26,16 @@ from solvers.external.base import (
     CountingModel,
     ExternalSolver,
     NoiseHook,
-    Run,
-    is_denoise,
+    hook_and_seed,
     missing,
+    result,
     set_meta,
     twin_meta,
 )
 from solvers.model import Model
-from solvers.noise import IidNoise
+from solvers.noise import IidNoise, NoiseSource
 from solvers.registry import UnknownSolverError
+from solvers.sampler import Progress, SampleResult
 
 KNOTS = 1000
 FIXED = ("self", "kwargs", "trained_betas", "beta_start", "beta_end", "beta_schedule", "num_train_timesteps")
@@ -107,22 +109,24 @@ class DiffusersSolver(ExternalSolver):
             return None
         return "iid"
 
-    def run(self, model: Model, problem: Any, steps: int, x_T: Tensor, seed: int, grid: Tensor,
-            noise: NoiseHook | None = None) -> Run:
-        sched = problem.schedule
-        knots = problem.t_min + (problem.t_max - problem.t_min) * torch.arange(KNOTS, dtype=torch.float64) / (
-            KNOTS - 1)
+    def run(self, model: Model, times: Tensor, x: Tensor, noise: NoiseSource | None = None, *,
+            denoise_final: bool = False, progress: Progress | None = None) -> SampleResult:
+        start = time.perf_counter()
+        sched, steps = model.schedule, len(times) - 1
+        t_min, t_max = float(times[-1]), float(times[0])
+        knots = t_min + (t_max - t_min) * torch.arange(KNOTS, dtype=torch.float64) / (KNOTS - 1)
         abar = sched.alpha(knots) ** 2
         betas = 1 - abar / torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
         scheduler = getattr(_lib(), self.target)(trained_betas=betas.tolist(), **self.config)
         scheduler.set_timesteps(steps)
         counted = CountingModel(model)
+        hook, seed = hook_and_seed(noise, lambda s: IidNoise(s).normal)
         gen = torch.Generator().manual_seed(seed)
         extra = {"generator": gen} if "generator" in inspect.signature(scheduler.step).parameters else {}
-        x = x_T * float(scheduler.init_noise_sigma)
-        with self._noise(noise or IidNoise(seed).normal):
+        x = x * float(scheduler.init_noise_sigma)
+        with self._noise(hook):
             for k in scheduler.timesteps:
-                t = problem.t_min + (problem.t_max - problem.t_min) * float(k) / (KNOTS - 1)
+                t = t_min + (t_max - t_min) * float(k) / (KNOTS - 1)
                 eps = counted(scheduler.scale_model_input(x, k), t).eps.to(x.dtype)
                 x = scheduler.step(eps, k, x, **extra).prev_sample
         sigmas = getattr(scheduler, "sigmas", None)
@@ -132,11 +136,11 @@ class DiffusersSolver(ExternalSolver):
             a_end = float(getattr(scheduler, "final_alpha_cumprod", 1.0))
             s_end = math.sqrt(max(1 - a_end, 0.0) / a_end)
         if s_end == 0.0:
-            return Run(x, counted.calls, 0.0, counted.last_t, is_denoise(x, counted))
+            return result(x, counted, steps, start, 0.0)
         t_end = float(sched.t_of_sigma_tilde(torch.tensor(s_end, dtype=torch.float64)))
         if float(scheduler.init_noise_sigma) > 1 + 1e-6:  # k-diffusion-style: x / alpha
             x = x * float(sched.alpha(t_end))
-        return Run(x, counted.calls, t_end, counted.last_t)
+        return result(x, counted, steps, start, t_end)
 
     def _noise(self, hook: NoiseHook) -> contextlib.AbstractContextManager:
         """Within it the scheduler's `randn_tensor` returns hook(i, i + 1, ...) for its i-th draw."""

@@ -17,6 +17,7 @@ import importlib.metadata
 import importlib.util
 import inspect
 import sys
+import time
 import types
 from typing import Any
 
@@ -28,15 +29,16 @@ from solvers.external.base import (
     CountingModel,
     ExternalSolver,
     NoiseHook,
-    Run,
-    is_denoise,
+    hook_and_seed,
     missing,
+    result,
     set_meta,
     twin_meta,
 )
 from solvers.model import Model
-from solvers.noise import BrownianTreeNoise, IidNoise
+from solvers.noise import BrownianTreeNoise, IidNoise, NoiseSource
 from solvers.registry import UnknownSolverError
+from solvers.sampler import Progress, SampleResult
 
 ORDERS = {"sample_euler": 1, "sample_euler_ancestral": 1, "sample_heun": 2, "sample_dpm_2": 2,
           "sample_dpm_2_ancestral": 2, "sample_lms": 4, "sample_dpmpp_2s_ancestral": 2, "sample_dpmpp_sde": 2,
@@ -113,19 +115,20 @@ class KdiffSolver(ExternalSolver):
             return None
         return str(self.config.get("noise", "brownian"))
 
-    def run(self, model: Model, problem: Any, steps: int, x_T: Tensor, seed: int, grid: Tensor,
-            noise: NoiseHook | None = None) -> Run:
+    def run(self, model: Model, times: Tensor, x: Tensor, noise: NoiseSource | None = None, *,
+            denoise_final: bool = False, progress: Progress | None = None) -> SampleResult:
+        start = time.perf_counter()
         fn = getattr(load_sampling(), self.target)
-        sched = problem.schedule
-        grid = torch.as_tensor(grid, dtype=torch.float64)
-        sigmas = torch.cat([sched.sigma_tilde(grid), torch.zeros(1, dtype=torch.float64)]).to(x_T.dtype)
+        sched = model.schedule
+        grid = torch.as_tensor(times, dtype=torch.float64)
+        sigmas = torch.cat([sched.sigma_tilde(grid), torch.zeros(1, dtype=torch.float64)]).to(x.dtype)
         kw = {k: v for k, v in self.config.items() if k != "noise"}
         if self.noise_kind is not None:
-            hook = noise or self._noise(seed, float(sigmas.max()))
-            kw["noise_sampler"] = lambda s, s_next: hook(float(s), float(s_next), x_T).to(x_T.dtype)
+            hook, _ = hook_and_seed(noise, lambda seed: self._noise(seed, float(sigmas.max())))
+            kw["noise_sampler"] = lambda s, s_next: hook(float(s), float(s_next), x).to(x.dtype)
         denoiser = KDenoiser(model)
-        x = fn(denoiser, x_T / float(sched.alpha(grid[0])), sigmas, disable=True, **kw)
-        return Run(x, denoiser.counted.calls, 0.0, denoiser.counted.last_t, is_denoise(x, denoiser.counted))
+        out = fn(denoiser, x / float(sched.alpha(grid[0])), sigmas, disable=True, **kw)
+        return result(out, denoiser.counted, len(grid) - 1, start, 0.0)
 
     def _noise(self, seed: int, sigma_max: float) -> NoiseHook:
         if self.noise_kind == "iid":

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from bench.studies.images.data import to_uint8
 from bench.studies.images.models import image_shape
-from solvers import BrownianTreeNoise, Solver, sample
+from solvers import BrownianTreeNoise, Solver
 from solvers.model import Model
 from solvers.noise import _float_bits, _mix
 
@@ -103,7 +103,7 @@ def sample_batches(model: Model, solver: Solver, times: Tensor, x_T: Tensor, see
         noise = None
         if solver.stochastic:
             noise = PerSampleBrownianNoise(path_seeds(seed, start + lo, len(x)), t_lo, t_hi)
-        res = sample(solver, model, times, x.to(device), noise, denoise_final=denoise_final)
+        res = solver.run(model, times, x.to(device), noise, denoise_final=denoise_final)
         outs.append(res.x.float().cpu())
         nfe = res.nfe
     wall = time.perf_counter() - clock
