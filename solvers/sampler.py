@@ -144,6 +144,14 @@ class Sampler(ABC):
         return None
 
     @property
+    def pathwise(self) -> bool:
+        """False where a stochastic sampler draws noise independent of its driving Brownian path
+        (`noise.extra`: Langevin correctors), so that no fine run of it is a pathwise limit: its path
+        metrics are skipped and its weak metrics pair it with the reverse-SDE reference, which only
+        needs the right law."""
+        return True
+
+    @property
     def kind(self) -> str:
         return "sde" if self.stochastic else "ode"
 

@@ -258,6 +258,7 @@ class PCLangevin(Solver):
                                  f"splitting (scaled rule); predictor {pred.label}: {pred.order_source}")
             self.order_exceptions = ()
         self.affine = pred.affine and self.step_rule != "norm"
+        self._corrects = self.corrector_steps > 0 and self.snr > 0
         self.min_steps = pred.min_steps
         self.tags = pred.tags
 
@@ -266,6 +267,14 @@ class PCLangevin(Solver):
 
     def nfe(self, steps: int) -> int:
         return self._predictor.nfe(steps) + steps * self.corrector_steps
+
+    @property
+    def pathwise(self) -> bool:
+        return not self._corrects  # the corrector's noise.extra is independent of the path
+
+    @property
+    def sde_limit(self) -> str | None:
+        return None if self._corrects else self._predictor.sde_limit
 
     def step(self, model: Model, x: Tensor, t: float, t_next: float, state: State,
              noise: NoiseSource) -> Tensor:

@@ -15,6 +15,7 @@ from bench.measure.exact_law import output_law
 from bench.measure.metrics import MetricError, exact_samples, noise_floor, sample_metric, w2_exact
 from bench.measure.models import analytic_model
 from bench.measure.reference import brownian_noise, path_rms, reference
+from bench.studies.analytic import SweepConfig, plan_cells, run_cell
 from solvers import Model, make_solver, names, sample
 from solvers.first_order import DDIM
 from tests.util import prior_sample
@@ -209,3 +210,22 @@ def test_reverse_sde_solvers_converge_to_the_shared_reference(name):
 
     coarse, fine = median_distance(32), median_distance(128)
     assert fine < coarse / 2.5, (coarse, fine)
+
+
+def test_a_sampler_without_pathwise_limit_gets_weak_metrics_only(tmp_path):
+    """pc-langevin's corrector draws noise independent of the Brownian path: its path metrics are
+    skipped with the reason, its weak metrics pair it with the shared reverse-SDE reference (same
+    chain as the reverse-SDE solvers); without a corrector it is its predictor, limit included."""
+    pc = make_solver("pc-langevin")
+    assert not pc.pathwise and pc.sde_limit is None
+    bare = make_solver("pc-langevin[corrector_steps=0]")
+    assert bare.pathwise and bare.sde_limit == "reverse-sde"
+    config = SweepConfig(problems=["mix-2d"], solvers=["pc-langevin", "ddpm"], steps=[8], seeds=[0],
+                         samples=200, metrics=["weak-mean", "path-rms"])
+    assert len({c.chain for c in plan_cells(config)}) == 1
+    rows = {(r["solver"], r["metric"]): r for c in plan_cells(config) for r in run_cell(config, c)}
+    skipped = rows[("pc-langevin", "path-rms")]
+    assert skipped["status"] == "skipped" and "pathwise limit" in skipped["reason"]
+    weak = rows[("pc-langevin", "weak-mean")]
+    assert weak["status"] == "ok" and weak["stderr"] > 0
+    assert rows[("ddpm", "path-rms")]["status"] == "ok"

@@ -33,6 +33,7 @@ from torch import Tensor
 from analytic.problems import Problem
 from analytic.targets import GaussianMixture
 from bench.measure.exact_law import ProbeError, bures_w2, end_law, output_law
+from bench.measure.paired import PATH_METRICS
 from bench.measure.reference import Reference, path_rms, reference
 from solvers.base import Solver
 from solvers.model import Model
@@ -289,6 +290,9 @@ def paired_reference(metric: str, problem: Problem, sampler: Sampler, model: Mod
     deterministic sampler; for a stochastic Solver a fine run on the same Brownian path (`noise_seed`,
     `sde_steps`). A run must end at t_min or denoise from there; a library's stochastic sampler has
     its own noise, so no pathwise reference."""
+    if metric in PATH_METRICS and sampler.stochastic and not sampler.pathwise:
+        raise MetricError(f"{metric} needs a pathwise limit; {sampler.label} draws noise independent of "
+                          "its Brownian path (a Langevin corrector), so only weak metrics apply")
     if sampler.stochastic and not isinstance(sampler, Solver):
         raise MetricError(f"{metric} of {sampler.label} would need its own fine run on the same "
                           "noise; use w2-exact (Gaussian targets) or a sample metric")

@@ -135,10 +135,11 @@ def reference(problem: Problem, model: Model, x_T: Tensor, seed: int, solver: So
     `solver`: the solver being judged. A stochastic one whose `sde_limit` has an entry in
     LIMIT_INTEGRATORS shares one fine run of that integrator on the Brownian path of `seed` with every
     solver of the same limit (the reverse SDE: exp-sde, whose linear part and noise variance are
-    exact); other stochastic ones get a fine run of themselves; a deterministic one (or None) the
-    shared ODE reference. `method`: the ODE
-    integrator, BUILTIN_ODE_METHOD (default) or any registered deterministic solver by name (e.g.
-    "dpm-solver-3", "rk4"). `steps`: N of the N-vs-2N check. `tol`: double N until the check's
+    exact); one with no pathwise limit (`pathwise` false) the same reverse-SDE run, whose law is
+    all its weak metrics need; other stochastic ones get a fine run of themselves; a deterministic
+    one (or None) the shared ODE reference. `method`: the ODE integrator, BUILTIN_ODE_METHOD
+    (default) or any registered deterministic solver by name (e.g. "dpm-solver-3", "rk4"). `steps`: N
+    of the N-vs-2N check. `tol`: double N until the check's
     error is below tol (absolute path-rms), up to MAX_STEPS. `model_name` names the model in
     cache keys ("exact" for the analytic score). `noise_seed`: the seed of the Brownian tree that
     drove the judged SDE run (default `seed`); it must be the same path. `denoise_final`: apply
@@ -161,7 +162,7 @@ def _reference(problem: Problem, model: Model, x_T: Tensor, seed: int, solver: S
     x_T = x_T.detach().to(torch.float64)
     stochastic = solver is not None and solver.stochastic
     if stochastic:
-        limit = solver.sde_limit
+        limit = solver.sde_limit if solver.pathwise else REVERSE_SDE  # no pathwise limit: the law only
         integrator = make_solver(LIMIT_INTEGRATORS[limit]) if limit in LIMIT_INTEGRATORS else solver
         label = integrator.label
         n = steps or DEFAULT_SDE_STEPS

@@ -46,6 +46,8 @@ def measured(cache: Path) -> pd.DataFrame:
 def _cell(orders: pd.DataFrame | None, solver: Solver, metric: str) -> str:
     if orders is None:
         return "?"
+    if metric.startswith("path-") and solver.stochastic and not solver.pathwise:
+        return "– (no pathwise limit)"
     if (solver.label, metric) not in orders.index:
         return "–"
     r = orders.loc[(solver.label, metric)]

@@ -28,6 +28,7 @@ from bench.sweep.engine import Progress, Study
 from bench.sweep.store import RESULT_COLUMNS
 from solvers import Sampler, make_solver, parse_spec, resolve
 from solvers.noise import _mix
+from solvers.sampler import REVERSE_SDE
 
 DEFAULT_PROBLEMS = ["gauss-aniso-3d", "mix-2d", "ring-8"]
 DEFAULT_STEPS = [4, 8, 16, 32, 64, 128, 256]
@@ -149,7 +150,8 @@ def plan_cells(config: SweepConfig) -> list[Cell]:
         seeds = config.seeds[:1] if exact_only else config.seeds  # exact law: no sampling error
         paired = any(m in (*WEAK_METRICS, *PATH_METRICS) for m in names)
         for solver in solvers:
-            shared = (solver.sde_limit or "") if paired and solver.stochastic else ""
+            limit = solver.sde_limit if solver.pathwise else REVERSE_SDE  # no pathwise limit: shares the law
+            shared = (limit or "") if paired and solver.stochastic else ""
             if "adaptive" in solver.all_tags:
                 targets = [("tol", tol) for tol in config.tolerances]
             elif config.nfe:
