@@ -237,7 +237,8 @@ class PCLangevin(Solver):
         self._predictor = make_solver(self.predictor)
         pred = self._predictor
         self.nfe_per_step = pred.nfe_per_step + self.corrector_steps
-        if self.corrector_steps == 0 or self.snr == 0:  # no Langevin move: the predictor alone
+        self._corrects = self.corrector_steps > 0 and self.snr > 0
+        if not self._corrects:  # no Langevin move: the predictor alone
             self.order, self.order_cap = pred.order, pred.order_cap
             self.strong_order = pred.strong_order if pred.stochastic else min(pred.order, 1)
             self.order_note = pred.order_note
@@ -258,7 +259,6 @@ class PCLangevin(Solver):
                                  f"splitting (scaled rule); predictor {pred.label}: {pred.order_source}")
             self.order_exceptions = ()
         self.affine = pred.affine and self.step_rule != "norm"
-        self._corrects = self.corrector_steps > 0 and self.snr > 0
         self.min_steps = pred.min_steps
         self.tags = pred.tags
 

@@ -83,7 +83,8 @@ class _KDiffusion(Solver):
     def sde_limit(self) -> str | None:
         """eta = s_noise = 1: the noise is g sqrt(h) (1 + O(h)) times the normalised increment and the
         drift the reverse SDE's to first order (module docstring), so the pathwise limit is the
-        reverse SDE (checked: each converges to a 16384-step exp-sde run, tests/test_reference.py)."""
+        reverse SDE (tests/test_metrics.py: each converges to the shared exp-sde reference on the
+        same path)."""
         return REVERSE_SDE if self.eta == 1 and self.s_noise == 1 else None
 
 

@@ -14,7 +14,7 @@ SDE (one reference per problem, path and limit, not per solver), else a fine run
 solver (same parameters, hence the same limiting SDE): `brownian_noise(problem, seed)` is a
 virtual Brownian tree on [t_min, t_max], so coarse and fine grids see consistent increments.
 Solvers that draw `noise.extra` (Langevin correctors) get fresh draws per grid time and have no
-pathwise limit; path-rms is not meaningful for them.
+pathwise limit: their path metrics are skipped and the reverse-SDE run serves their weak metrics.
 
 Self-check: every reference is computed at N and 2N steps (doubling N until the two agree to
 `tol`, if given) and returns the 2N run with `error` = path-rms(x_N, x_2N). For an order-p method
@@ -101,6 +101,14 @@ def weak_order(solver: Solver) -> float:
     return float(solver.order if solver.order_cap is None else min(solver.order, solver.order_cap))
 
 
+def shared_limit(solver: Solver) -> str | None:
+    """The pathwise limit whose one shared fine run (LIMIT_INTEGRATORS) is `solver`'s reference, or
+    None (its own fine run). A sampler with no pathwise limit (`pathwise` false) shares the
+    reverse-SDE run, whose law is all its weak metrics need."""
+    limit = solver.sde_limit if solver.pathwise else REVERSE_SDE
+    return limit if limit in LIMIT_INTEGRATORS else None
+
+
 def brownian_noise(problem: Problem, seed: int) -> BrownianTreeNoise:
     """The Brownian path of run `seed` on the problem's interval (solvers.noise.brownian_path, what
     a stochastic Solver's `noise_source` gives): drive the coarse solver with it to compare with
@@ -162,8 +170,8 @@ def _reference(problem: Problem, model: Model, x_T: Tensor, seed: int, solver: S
     x_T = x_T.detach().to(torch.float64)
     stochastic = solver is not None and solver.stochastic
     if stochastic:
-        limit = solver.sde_limit if solver.pathwise else REVERSE_SDE  # no pathwise limit: the law only
-        integrator = make_solver(LIMIT_INTEGRATORS[limit]) if limit in LIMIT_INTEGRATORS else solver
+        limit = shared_limit(solver)
+        integrator = make_solver(LIMIT_INTEGRATORS[limit]) if limit else solver
         label = integrator.label
         n = steps or DEFAULT_SDE_STEPS
         extra: tuple = ("sde", seed, label)

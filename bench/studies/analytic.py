@@ -22,13 +22,13 @@ from bench.measure import metrics
 from bench.measure.metrics import metric_rows
 from bench.measure.models import analytic_model
 from bench.measure.paired import PATH_METRICS, WEAK_METRICS, paired_row
+from bench.measure.reference import shared_limit
 from bench.measure.theory import conditions, theory
 from bench.sweep import engine
 from bench.sweep.engine import Progress, Study
 from bench.sweep.store import RESULT_COLUMNS
 from solvers import Sampler, make_solver, parse_spec, resolve
 from solvers.noise import _mix
-from solvers.sampler import REVERSE_SDE
 
 DEFAULT_PROBLEMS = ["gauss-aniso-3d", "mix-2d", "ring-8"]
 DEFAULT_STEPS = [4, 8, 16, 32, 64, 128, 256]
@@ -150,8 +150,7 @@ def plan_cells(config: SweepConfig) -> list[Cell]:
         seeds = config.seeds[:1] if exact_only else config.seeds  # exact law: no sampling error
         paired = any(m in (*WEAK_METRICS, *PATH_METRICS) for m in names)
         for solver in solvers:
-            limit = solver.sde_limit if solver.pathwise else REVERSE_SDE  # no pathwise limit: shares the law
-            shared = (limit or "") if paired and solver.stochastic else ""
+            shared = (shared_limit(solver) or "") if paired and solver.stochastic else ""
             if "adaptive" in solver.all_tags:
                 targets = [("tol", tol) for tol in config.tolerances]
             elif config.nfe:
