@@ -74,8 +74,24 @@ class Schedule(ABC):
         if hit is None:
             if len(cache) >= 65536:
                 cache.clear()
-            hit = cache[t] = (float(self.alpha(t)), float(self.sigma(t)), float(self.d_alpha(t)),
-                              float(self.d_sigma(t)), float(self.log_snr(t)))
+            hit = cache[t] = tuple(float(v) for v in self._scalar_values(_t(t)))
+        return hit
+
+    def _scalar_values(self, t: Tensor) -> tuple[Tensor, ...]:
+        """(alpha, sigma, d_alpha, d_sigma, log_snr) at t; subclasses may share intermediate work
+        but must return exactly what the five functions return."""
+        return self.alpha(t), self.sigma(t), self.d_alpha(t), self.d_sigma(t), self.log_snr(t)
+
+    def scaled(self, t: float) -> tuple[float, float]:
+        """(alpha, sigma~) at a scalar t as floats, memoized per instance: the scale of x and the noise
+        level of x / alpha that EDM-style solvers step in."""
+        t = float(t)
+        cache = self.__dict__.setdefault("_scaled_cache", {})
+        hit = cache.get(t)
+        if hit is None:
+            if len(cache) >= 65536:
+                cache.clear()
+            hit = cache[t] = (float(self.alpha(t)), float(self.sigma_tilde(t)))
         return hit
 
     def prime(self, times: Tensor) -> None:
@@ -112,6 +128,14 @@ class VariancePreserving(Schedule):
     def log_snr(self, t: TimeLike) -> Tensor:
         la = self.log_alpha(t)
         return la - 0.5 * torch.log(-torch.expm1(2 * la))
+
+    def _scalar_values(self, t: Tensor) -> tuple[Tensor, ...]:
+        """The five scalars from one log alpha(t) (the same operations as alpha, sigma, d_sigma and
+        log_snr apply to it, so the same values)."""
+        la = self.log_alpha(t)
+        alpha, one_minus = torch.exp(la), -torch.expm1(2 * la)
+        sigma, d_alpha = torch.sqrt(one_minus), self.d_alpha(t)
+        return alpha, sigma, d_alpha, -alpha * d_alpha / sigma, la - 0.5 * torch.log(one_minus)
 
     def g2(self, t: TimeLike) -> Tensor:
         """g^2 = -2 f (beta(t) for the linear schedule), finite at t = 0."""

@@ -70,6 +70,7 @@ class GaussianMixture:
         self.evals, self.evecs = torch.linalg.eigh(self.covs)  # (K, d), (K, d, d)
         self.log_weights = torch.log(self.weights)
         self._cast_cache: dict[tuple, tuple[Tensor, ...]] = {}
+        self._terms_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
 
     @property
     def is_gaussian(self) -> bool:
@@ -138,7 +139,16 @@ class GaussianMixture:
     def _log2_terms(self, x: Tensor, alpha: float, sigma: float) -> tuple[Tensor, Tensor]:
         """(log2 e / 2) C_k^-1 (K, d, d), C_k^-1 = U_k diag(1 / (alpha^2 l_k + sigma^2)) U_k^T, and
         log2(w_k) - log2 det(2 pi C_k) / 2 (K, 1): with them z_k = log2(w_k N(x; alpha mu_k, C_k)).
-        Built in float64 and cast to x."""
+        Built in float64 and cast to x; memoized per noise level (solvers revisit grid times)."""
+        key = (float(alpha), float(sigma), x.dtype, x.device)
+        hit = self._terms_cache.get(key)
+        if hit is None:
+            if len(self._terms_cache) >= 4096:
+                self._terms_cache.clear()
+            hit = self._terms_cache[key] = self._log2_terms_uncached(x, alpha, sigma)
+        return hit
+
+    def _log2_terms_uncached(self, x: Tensor, alpha: float, sigma: float) -> tuple[Tensor, Tensor]:
         var = alpha * alpha * self.evals + sigma * sigma
         prec = (self.evecs / var[:, None, :]) @ self.evecs.transpose(1, 2)
         const = self.log_weights - 0.5 * torch.log(var).sum(-1) - 0.5 * self.dim * math.log(2 * math.pi)
@@ -151,6 +161,9 @@ class GaussianMixture:
         for every intermediate to stay in cache. The responsibilities are normalised powers of 2
         (torch's float32 exp2 is ~5x faster than exp on CPU)."""
         half_prec, const = self._log2_terms(x, alpha, sigma)
+        if self.k == 1:  # a Gaussian: the score is affine, no responsibilities
+            prec = half_prec[0] * (scale / (0.5 * _LOG2E))
+            return (x - alpha * self._params(x)[1][0]) @ prec  # C^-1 is symmetric
         shifts = alpha * self._params(x)[1][:, :, None]  # (K, d, 1)
         xt = _transposed(x)
         out = torch.empty_like(xt)

@@ -73,6 +73,12 @@ class ZeroNoise(NoiseSource):
         return torch.zeros_like(like)
 
 
+def _evict_oldest(cache: dict, limit: int) -> None:
+    """Drop the oldest entries (dicts keep insertion order) until `limit` remain."""
+    while len(cache) > limit:
+        del cache[next(iter(cache))]
+
+
 class BrownianTreeNoise(NoiseSource):
     """A virtual Brownian tree on [t_lo, t_hi] (Li et al. 2020, 'Scalable gradients for SDEs').
 
@@ -82,39 +88,42 @@ class BrownianTreeNoise(NoiseSource):
     """
 
     def __init__(self, seed: int, t_lo: float, t_hi: float, resolution: float = 2.0**-26,
-                 cache_size: int = 16384):
+                 cache_bytes: int = 2**27):
         if not t_hi > t_lo:
             raise ValueError(f"need t_lo < t_hi, got [{t_lo}, {t_hi}]")
         self.seed, self.t_lo, self.t_hi = seed, float(t_lo), float(t_hi)
         self.tol = resolution * (self.t_hi - self.t_lo)
-        self.cache_size = cache_size
-        self._cache: dict[tuple, Tensor] = {}
+        self.cache_bytes = cache_bytes  # for each of the two caches: tree nodes and W at queried times
+        self._limit = 16
+        self._nodes: dict[tuple, Tensor] = {}
+        self._values: dict[float, Tensor] = {}
         self._shape: tuple | None = None
-        self._recent: dict[float, Tensor] = {}
 
     def _gauss(self, depth: int, index: int) -> Tensor:
         g = torch.Generator().manual_seed(_mix(self.seed, depth, index))
         return torch.randn(self._shape, generator=g, dtype=torch.float64)
 
-    def _node(self, depth: int, index: int, mean: Tensor | float, std: float) -> Tensor:
-        """The cached value mean + std * N(seed of the node) of tree node (depth, index)."""
+    def _node(self, depth: int, index: int, w_lo: Tensor, w_hi: Tensor, std: float) -> Tensor:
+        """The cached value (w_lo + w_hi) / 2 + std * N(seed of the node) of tree node (depth, index)."""
         key = (depth, index)
-        if key not in self._cache:
-            if len(self._cache) >= self.cache_size:  # evict the oldest node (dicts keep insertion order)
-                del self._cache[next(iter(self._cache))]
-            self._cache[key] = mean + std * self._gauss(depth, index)
-        return self._cache[key]
+        w = self._nodes.get(key)
+        if w is None:
+            w = self._nodes[key] = 0.5 * (w_lo + w_hi) + std * self._gauss(depth, index)
+            _evict_oldest(self._nodes, self._limit)
+        return w
 
     def value(self, t: float, like: Tensor) -> Tensor:
-        """W(t) with W(t_lo) = 0, shaped like `like` (float64 on CPU)."""
+        """W(t) with W(t_lo) = 0, shaped like `like` (float64 on CPU). Values at queried times are
+        cached (a budget of `cache_bytes`), so the nested grids of a convergence study and its
+        reference descend the tree once per distinct time."""
         if tuple(like.shape) != self._shape:
-            self._shape, self._cache, self._recent = tuple(like.shape), {}, {}
+            self._shape, self._nodes, self._values = tuple(like.shape), {}, {}
+            self._limit = max(16, self.cache_bytes // (8 * max(1, like.numel())))
         t = float(t)
-        if t in self._recent:  # a step's start is the previous step's end
-            return self._recent[t]
-        if len(self._recent) >= 8:
-            self._recent.clear()
-        self._recent[t] = w = self._descend(t)
+        w = self._values.get(t)
+        if w is None:
+            w = self._values[t] = self._descend(t)
+            _evict_oldest(self._values, self._limit)
         return w
 
     def _descend(self, t: float) -> Tensor:
@@ -122,12 +131,12 @@ class BrownianTreeNoise(NoiseSource):
             raise ValueError(f"time {t} outside the Brownian tree's [{self.t_lo}, {self.t_hi}]")
         lo, hi = self.t_lo, self.t_hi
         w_lo = torch.zeros(self._shape, dtype=torch.float64)
-        w_hi = self._node(0, -1, 0.0, math.sqrt(hi - lo))
+        w_hi = self._node(0, -1, w_lo, -w_lo, math.sqrt(hi - lo))
         depth, index = 0, 0
         while hi - lo > self.tol and lo < t < hi:
             mid = 0.5 * (lo + hi)
             std = math.sqrt((mid - lo) * (hi - mid) / (hi - lo))
-            w_mid = self._node(depth, index, 0.5 * (w_lo + w_hi), std)
+            w_mid = self._node(depth, index, w_lo, w_hi, std)
             if t < mid:
                 hi, w_hi, index = mid, w_mid, 2 * index
             else:

@@ -19,8 +19,7 @@ from solvers.registry import register
 
 def _scaled(model: Model, t: float) -> tuple[float, float]:
     """(alpha, sigma~) at t: the scale of x and EDM's noise level of x / alpha."""
-    sched = model.schedule
-    return float(sched.alpha(t)), float(sched.sigma_tilde(t))
+    return model.schedule.scaled(t)
 
 
 @register("edm-euler")

@@ -138,9 +138,12 @@ class Sampler(ABC):
     def sde_limit(self) -> str | None:
         """The SDE a stochastic sampler converges to pathwise as h -> 0 on the Brownian path it is
         driven by: REVERSE_SDE where the step is a consistent strong discretisation of the reverse SDE
-        dx = [f x - g^2 score] dt + g dW (Anderson 1982), None where it is another SDE or has no
-        pathwise limit (its own fine run is then its reference). Samplers with the same limit share
-        one pathwise reference per problem and Brownian path (bench/measure/reference.py)."""
+        dx = [f x - g^2 score] dt + g dW (Anderson 1982); for another SDE shared by several samplers,
+        the spec of the registered solver whose fine run integrates it (EDM's churn SDE:
+        "edm-stochastic" with the same churn settings); None where no other sampler shares the limit
+        or there is no pathwise limit (its own fine run is then its reference). Samplers with the
+        same limit share one pathwise reference per problem and Brownian path
+        (bench/measure/reference.py)."""
         return None
 
     @property

@@ -50,7 +50,7 @@ def ancestral_step(s_from: float, s_to: float, eta: float) -> tuple[float, float
 
 def _scaled(model: Model, t: float) -> tuple[float, float]:
     """(alpha, sigma~) at t."""
-    return float(model.schedule.alpha(t)), float(model.schedule.sigma_tilde(t))
+    return model.schedule.scaled(t)
 
 
 def _t_of(model: Model, sigma: float) -> float:
@@ -356,6 +356,16 @@ class EDMStochastic(Solver):
     time_variable = "sigma_tilde"
     tags = frozenset({"singlestep", "kdiff"})
     reference = "Karras et al. 2022 (EDM) Alg. 2; k-diffusion sample_heun with s_churn"
+
+    @property
+    def sde_limit(self) -> str | None:
+        """The churn SDE, named by the spec of its fine integrator: Heun and Euler variants with the
+        same churn settings add the same noise, sigma~ sqrt(2 S_churn / N) (1 + O(h)) times the normalised
+        path increment (a fixed SDE on the path for a fixed grid map), and take consistent ODE steps,
+        so both converge to it pathwise (tests/test_metrics.py) and share the Heun variant's fine run."""
+        churn = {k: getattr(self, k) for k in ("s_churn", "s_tmin", "s_tmax", "s_noise")}
+        changed = ",".join(f"{k}={v}" for k, v in churn.items() if v != getattr(EDMStochastic, k))
+        return f"edm-stochastic[{changed}]" if changed else "edm-stochastic"
 
     def step(self, model: Model, x: Tensor, t: float, t_next: float, state: State,
              noise: NoiseSource) -> Tensor:

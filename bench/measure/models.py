@@ -13,7 +13,7 @@ def analytic_model(problem: Problem, parameterization: Parameterization = "eps")
     schedule = problem.schedule
 
     def predict(x: Tensor, t: Tensor) -> Tensor:
-        alpha, sigma = float(schedule.alpha(t)), float(schedule.sigma(t))
+        alpha, sigma, d_alpha, d_sigma, _ = schedule.scalars(float(t))  # memoized per time
         if parameterization == "eps":
             return problem.target.eps(x, alpha, sigma)
         if parameterization == "x0":
@@ -22,6 +22,6 @@ def analytic_model(problem: Problem, parameterization: Parameterization = "eps")
             return problem.target.score(x, alpha, sigma)
         x0 = problem.target.denoise(x, alpha, sigma)
         eps = problem.target.eps(x, alpha, sigma)
-        return float(schedule.d_alpha(t)) * x0 + float(schedule.d_sigma(t)) * eps
+        return d_alpha * x0 + d_sigma * eps
 
     return Model(predict, parameterization, schedule)

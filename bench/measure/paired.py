@@ -181,12 +181,18 @@ def weak_bump(p: Paired, family: WeakFamily) -> Estimate:
 
 def _sq_dist(a: Tensor, b: Tensor) -> Tensor:
     """Squared distances from the differences themselves: the matmul form |a|^2 + |b|^2 - 2 a.b loses
-    the tiny differences between a sample and its reference to cancellation."""
-    return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist") ** 2
+    the tiny differences between a sample and its reference to cancellation. In low dimension one
+    broadcast difference per coordinate (several times faster than cdist, and no square root)."""
+    if a.shape[1] > 8:
+        return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist").square_()
+    out = (a[:, None, 0] - b[None, :, 0]).square_()
+    for i in range(1, a.shape[1]):
+        out += (a[:, None, i] - b[None, :, i]).square_()
+    return out
 
 
 def _kernel(a: Tensor, b: Tensor, h: float) -> Tensor:
-    return torch.exp(-_sq_dist(a, b) / (2 * h * h))
+    return _sq_dist(a, b).mul_(-1 / (2 * h * h)).exp_()
 
 
 def _u_statistic(gram: Tensor) -> tuple[float, float, float]:
@@ -197,7 +203,7 @@ def _u_statistic(gram: Tensor) -> tuple[float, float, float]:
     u = float(off) / (n * (n - 1))
     h1 = (gram.sum(1) - gram.diagonal()) / (n - 1)
     zeta1 = float(h1.var())
-    zeta2 = float(((gram - u) ** 2).sum() - ((gram.diagonal() - u) ** 2).sum()) / (n * (n - 1))
+    zeta2 = float((gram - u).square_().sum() - (gram.diagonal() - u).square_().sum()) / (n * (n - 1))
     null = math.sqrt(2 * zeta2 / (n * (n - 1)))
     return u, math.sqrt(max(4 * (n - 2) / (n * (n - 1)) * zeta1, 0.0) + null**2), null
 
@@ -225,10 +231,9 @@ def mmd(p: Paired, family: WeakFamily) -> Estimate:
     k_rr, k_cc, k_rc, ref_term = _reference_grams(p.ref, p.coarse, h)
     k_xx, k_xr, k_xc = _kernel(p.x, p.x, h), _kernel(p.x, p.ref, h), _kernel(p.x, p.coarse, h)
     a = 1 + c
-    gram = k_xx + a * a * k_rr + c * c * k_cc
-    gram -= a * (k_xr + k_xr.T)
-    gram += c * (k_xc + k_xc.T)
-    gram -= a * c * k_rc
+    gram = k_xx.add_(k_rr, alpha=a * a).sub_(k_xr, alpha=a).sub_(k_xr.T, alpha=a)
+    if c:
+        gram.add_(k_cc, alpha=c * c).add_(k_xc, alpha=c).add_(k_xc.T, alpha=c).sub_(k_rc, alpha=a * c)
     u, se_u, null = _u_statistic(gram)
     correction = c * math.sqrt(ref_term)
     value = math.sqrt(max(u, 0.0))

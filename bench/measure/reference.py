@@ -8,13 +8,14 @@ sigma~ as time, Lu et al. 2022 eq. 3.4). Its Jacobian is sigma~^2 (Sigma + sigma
 Gaussian component, of norm <= 1, so the ODE is not stiff in lambda however small t_min is, and
 RK4 on a uniform lambda grid converges at order 4 all the way.
 
-SDE solvers are compared with a fine-step run driven by the same Brownian path of an integrator
-of the same limiting SDE: one shared exp-sde run for every solver whose `sde_limit` is the reverse
-SDE (one reference per problem, path and limit, not per solver), else a fine run of the *same*
-solver (same parameters, hence the same limiting SDE): `brownian_noise(problem, seed)` is a
-virtual Brownian tree on [t_min, t_max], so coarse and fine grids see consistent increments.
-Solvers that draw `noise.extra` (Langevin correctors) get fresh draws per grid time and have no
-pathwise limit: their path metrics are skipped and the reverse-SDE run serves their weak metrics.
+SDE solvers are compared with a fine-step run driven by the same Brownian path of an integrator of the
+same limiting SDE: one shared exp-sde run for every solver whose `sde_limit` is the reverse SDE, one
+edm-stochastic run for both EDM churn samplers (one reference per problem, path and limit, not per
+solver), else a fine run of the *same* solver (same parameters, hence the same limit):
+`brownian_noise(problem, seed)` is a virtual Brownian tree on [t_min, t_max], so coarse and fine grids
+see consistent increments. Solvers that draw `noise.extra` (Langevin correctors) get fresh draws per
+grid time and have no pathwise limit: their path metrics are skipped and the reverse-SDE run serves
+their weak metrics.
 
 Self-check: every reference is computed at N and 2N steps (doubling N until the two agree to
 `tol`, if given) and returns the 2N run with `error` = path-rms(x_N, x_2N). For an order-p method
@@ -102,11 +103,16 @@ def weak_order(solver: Solver) -> float:
 
 
 def shared_limit(solver: Solver) -> str | None:
-    """The pathwise limit whose one shared fine run (LIMIT_INTEGRATORS) is `solver`'s reference, or
-    None (its own fine run). A sampler with no pathwise limit (`pathwise` false) shares the
-    reverse-SDE run, whose law is all its weak metrics need."""
-    limit = solver.sde_limit if solver.pathwise else REVERSE_SDE
-    return limit if limit in LIMIT_INTEGRATORS else None
+    """The pathwise limit whose one shared fine run is `solver`'s reference, or None (its own fine
+    run). A sampler with no pathwise limit (`pathwise` false) shares the reverse-SDE run, whose law
+    is all its weak metrics need."""
+    return solver.sde_limit if solver.pathwise else REVERSE_SDE
+
+
+def limit_integrator(limit: str) -> str:
+    """The solver spec whose fine run integrates pathwise limit `limit`: LIMIT_INTEGRATORS for the
+    reverse SDE, else the limit's own name (a registered solver spec, Sampler.sde_limit)."""
+    return LIMIT_INTEGRATORS.get(limit, limit)
 
 
 def brownian_noise(problem: Problem, seed: int) -> BrownianTreeNoise:
@@ -140,18 +146,18 @@ def reference(problem: Problem, model: Model, x_T: Tensor, seed: int, solver: So
               denoise_final: bool = False) -> Reference:
     """The pathwise reference from x_T ~ p_{t_max} to t_min, with its self-checked error.
 
-    `solver`: the solver being judged. A stochastic one whose `sde_limit` has an entry in
-    LIMIT_INTEGRATORS shares one fine run of that integrator on the Brownian path of `seed` with every
-    solver of the same limit (the reverse SDE: exp-sde, whose linear part and noise variance are
-    exact); one with no pathwise limit (`pathwise` false) the same reverse-SDE run, whose law is
-    all its weak metrics need; other stochastic ones get a fine run of themselves; a deterministic
-    one (or None) the shared ODE reference. `method`: the ODE integrator, BUILTIN_ODE_METHOD
-    (default) or any registered deterministic solver by name (e.g. "dpm-solver-3", "rk4"). `steps`: N
-    of the N-vs-2N check. `tol`: double N until the check's
-    error is below tol (absolute path-rms), up to MAX_STEPS. `model_name` names the model in
-    cache keys ("exact" for the analytic score). `noise_seed`: the seed of the Brownian tree that
-    drove the judged SDE run (default `seed`); it must be the same path. `denoise_final`: apply
-    the model's x0 prediction at t_min to the reference too (as `sample(denoise_final=True)` does).
+    `solver`: the solver being judged. A stochastic one with an `sde_limit` shares one fine run of that
+    limit's integrator (`limit_integrator`) on the Brownian path of `seed` with every solver of the same
+    limit (the reverse SDE: exp-sde, whose linear part and noise variance are exact); one with no
+    pathwise limit (`pathwise` false) the same reverse-SDE run, whose law is all its weak metrics need;
+    other stochastic ones get a fine run of themselves; a deterministic one (or None) the shared ODE
+    reference. `method`: the ODE integrator, BUILTIN_ODE_METHOD (default) or any registered
+    deterministic solver by name (e.g. "dpm-solver-3", "rk4"). `steps`: N of the N-vs-2N check. `tol`:
+    double N until the check's error is below tol (absolute path-rms), up to MAX_STEPS. `model_name`
+    names the model in cache keys ("exact" for the analytic score). `noise_seed`: the seed of the
+    Brownian tree that drove the judged SDE run (default `seed`); it must be the same path.
+    `denoise_final`: apply the model's x0 prediction at t_min to the reference too (as
+    `sample(denoise_final=True)` does).
     """
     ref = _reference(problem, model, x_T, seed if noise_seed is None else noise_seed, solver, method,
                      steps, grid, tol, cache_dir, model_name)
@@ -171,7 +177,7 @@ def _reference(problem: Problem, model: Model, x_T: Tensor, seed: int, solver: S
     stochastic = solver is not None and solver.stochastic
     if stochastic:
         limit = shared_limit(solver)
-        integrator = make_solver(LIMIT_INTEGRATORS[limit]) if limit else solver
+        integrator = make_solver(limit_integrator(limit)) if limit else solver
         label = integrator.label
         n = steps or DEFAULT_SDE_STEPS
         extra: tuple = ("sde", seed, label)

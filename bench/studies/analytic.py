@@ -1,14 +1,16 @@
 """The study on exact problems: problems x solvers x step counts (or NFE budgets, or tolerances) x
 seeds -> tidy rows (`bench run`).
 
-A cell is one (problem, solver, grid, step count, seed); it samples once and evaluates every metric
-on that sample. Cells sharing problem, solver and seed form a chain (one worker, in order), and so do
-all stochastic solvers' cells that share a pathwise limit, so each reference solution is computed
-once. Cells are deterministic given their seed (bench/sweep/engine.py runs, stores and resumes them).
+A cell is one (problem, solver, grid, step count, seed); it samples once and evaluates every metric on
+that sample. Cells sharing problem, solver and seed form a chain (one worker, in order), and so do all
+stochastic solvers' cells on one Brownian path (problem and seed), so each reference solution is
+computed once and the path's tree is descended once per distinct time. Cells are deterministic given
+their seed (bench/sweep/engine.py runs, stores and resumes them).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -70,7 +72,7 @@ class Cell:
     mode: str  # "steps" | "nfe" | "tol"
     target: float  # step count, NFE budget or tolerance
     seed: int
-    shared: str = ""  # the pathwise limit whose reference this cell shares with other solvers ("": none)
+    on_path: bool = False  # a stochastic solver paired with references on the run's Brownian path
 
     @property
     def key(self) -> str:
@@ -78,9 +80,11 @@ class Cell:
 
     @property
     def chain(self) -> str:
-        """Cells that reuse one reference run in one worker: a solver's cells, or every solver's
-        cells that share a pathwise limit (one SDE reference per problem, path and limit)."""
-        who = f"limit={self.shared}" if self.shared else self.solver
+        """Cells that reuse one reference run in one worker: a deterministic solver's cells (with the
+        shared ODE reference), or every stochastic solver's cells on one Brownian path (problem and
+        seed) with the SDE references driven by it, so the path's virtual tree is descended once per
+        distinct time and each limiting SDE's reference is computed once."""
+        who = "brownian-path" if self.on_path else self.solver
         return f"{self.problem}|{who}|seed={self.seed}"
 
 
@@ -150,7 +154,7 @@ def plan_cells(config: SweepConfig) -> list[Cell]:
         seeds = config.seeds[:1] if exact_only else config.seeds  # exact law: no sampling error
         paired = any(m in (*WEAK_METRICS, *PATH_METRICS) for m in names)
         for solver in solvers:
-            shared = (shared_limit(solver) or "") if paired and solver.stochastic else ""
+            on_path = paired and solver.stochastic
             if "adaptive" in solver.all_tags:
                 targets = [("tol", tol) for tol in config.tolerances]
             elif config.nfe:
@@ -160,7 +164,7 @@ def plan_cells(config: SweepConfig) -> list[Cell]:
             for mode, target in targets:
                 for seed in seeds:
                     name = config.problems[problems.index(problem)]
-                    cells.append(Cell(name, solver.label, mode, target, seed, shared))
+                    cells.append(Cell(name, solver.label, mode, target, seed, on_path))
     return cells
 
 
@@ -204,10 +208,17 @@ def _prior_law(problem: Problem, config: SweepConfig) -> tuple[torch.Tensor, tor
     return torch.zeros(problem.dim, dtype=torch.float64), scale**2 * eye
 
 
+@functools.lru_cache(maxsize=16)
+def _problem(name: str, schedule: str | None) -> Problem:
+    """One Problem per process and name: its schedule and target memoize per-time coefficients, which
+    every cell on the same grid reuses (problems are never mutated after construction)."""
+    return get_problem(name, schedule)
+
+
 def run_cell(config: SweepConfig, cell: Cell) -> list[dict]:
     """Sample one cell and evaluate its metrics; never raises for solver failures (rows record
     status diverged/skipped with the reason)."""
-    problem = get_problem(cell.problem, config.schedule)
+    problem = _problem(cell.problem, config.schedule)
     solver = _solver_for(cell)
     base = make_solver(cell.solver)
     dtype = getattr(torch, config.dtype)
@@ -274,13 +285,15 @@ def run_cell(config: SweepConfig, cell: Cell) -> list[dict]:
 
 def _chain_cost(chain: list[Cell]) -> float:
     """Rough relative cost: model calls of all cells, x4 for stochastic solvers (Brownian-tree
-    queries), plus an SDE chain's one fine-step reference (1024 + 2048 steps)."""
-    cost = 0.0
+    queries), plus one fine-step reference (1024 + 2048 steps) per limiting SDE of the chain."""
+    cost, limits = 0.0, set()
     for cell in chain:
         solver = make_solver(cell.solver)
         steps = cell.target if cell.mode == "steps" else 64
         cost += steps * solver.nfe_per_step * (4 if solver.stochastic else 1)
-    return cost + (4 * 3 * SDE_REFERENCE_STEPS if make_solver(chain[0].solver).stochastic else 0)
+        if cell.on_path:
+            limits.add(shared_limit(solver) or solver.label)
+    return cost + 4 * 3 * SDE_REFERENCE_STEPS * len(limits)
 
 
 @dataclass
