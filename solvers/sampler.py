@@ -113,6 +113,12 @@ class Sampler(ABC):
         """Model calls for `steps` steps (adaptive solvers: counted at run time)."""
         return steps * self.nfe_per_step
 
+    def steps_for_nfe(self, budget: int) -> int | None:
+        """The most steps whose NFE fits in `budget` (None when even min_steps does not): how every
+        study places a sampler at an NFE budget."""
+        fits = [s for s in range(self.min_steps, budget + 1) if self.nfe(s) <= budget]
+        return max(fits) if fits else None
+
     @property
     def params(self) -> dict[str, Any]:
         """The parameters (the dataclass fields) as recorded in result rows."""

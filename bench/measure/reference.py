@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +116,35 @@ def limit_integrator(limit: str) -> str:
     return LIMIT_INTEGRATORS.get(limit, limit)
 
 
+def integrator_for(solver: Solver | None, ode_method: str = BUILTIN_ODE_METHOD) -> Solver:
+    """What integrates the exact flow `solver` is judged against: the shared limit's integrator for a
+    stochastic solver with one (`shared_limit`), the solver itself for another stochastic one, else the
+    ODE integrator `ode_method` (deterministic)."""
+    if solver is not None and solver.stochastic:
+        limit = shared_limit(solver)
+        return make_solver(limit_integrator(limit)) if limit else solver
+    integrator = RK4LogSNR() if ode_method == BUILTIN_ODE_METHOD else make_solver(ode_method)
+    if integrator.stochastic:
+        raise ValueError(f"reference method {ode_method!r} is stochastic; an ODE reference needs a "
+                         "deterministic solver")
+    return integrator
+
+
+def self_checked(run: Callable[[int], Tensor], steps: int, tol: float | None = None
+                 ) -> tuple[Tensor, Tensor, float, int]:
+    """(fine, coarse, error, fine steps) of a reference `run(k)` (the solution after k steps): run at N
+    and 2N steps, doubling N while path-rms(x_N, x_2N) > tol (if given, up to MAX_STEPS); `error` is
+    that path-rms, an upper estimate of the fine run's error (module docstring)."""
+    coarse = run(steps)
+    while True:
+        fine = run(2 * steps)
+        error = path_rms(coarse, fine)
+        steps *= 2
+        if tol is None or error <= tol or 2 * steps > MAX_STEPS or not math.isfinite(error):
+            return fine, coarse, error, steps
+        coarse = fine
+
+
 def brownian_noise(problem: Problem, seed: int) -> BrownianTreeNoise:
     """The Brownian path of run `seed` on the problem's interval (solvers.noise.brownian_path, what
     a stochastic Solver's `noise_source` gives): drive the coarse solver with it to compare with
@@ -175,18 +205,12 @@ def _reference(problem: Problem, model: Model, x_T: Tensor, seed: int, solver: S
                cache_dir: str | Path | None, model_name: str) -> Reference:
     x_T = x_T.detach().to(torch.float64)
     stochastic = solver is not None and solver.stochastic
+    integrator = integrator_for(solver, method or BUILTIN_ODE_METHOD)
+    label = integrator.label
     if stochastic:
-        limit = shared_limit(solver)
-        integrator = make_solver(limit_integrator(limit)) if limit else solver
-        label = integrator.label
         n = steps or DEFAULT_SDE_STEPS
         extra: tuple = ("sde", seed, label)
     else:
-        label = method or BUILTIN_ODE_METHOD
-        integrator = RK4LogSNR() if label == BUILTIN_ODE_METHOD else make_solver(label)
-        if integrator.stochastic:
-            raise ValueError(f"reference method {label!r} is stochastic; an ODE reference needs a "
-                             "deterministic solver")
         if label == BUILTIN_ODE_METHOD:
             grid = "logsnr"  # RK4 in lambda is meant for steps uniform in lambda
         n = steps or DEFAULT_ODE_STEPS
@@ -207,14 +231,7 @@ def _reference(problem: Problem, model: Model, x_T: Tensor, seed: int, solver: S
         noise = brownian_noise(problem, seed) if stochastic else None
         return sample(integrator, model, times, x_T.clone(), noise).x
 
-    coarse = run(n)
-    while True:
-        fine = run(2 * n)
-        error = path_rms(coarse, fine)
-        n *= 2
-        if tol is None or error <= tol or 2 * n > MAX_STEPS or not math.isfinite(error):
-            break
-        coarse = fine
+    fine, coarse, error, n = self_checked(run, n, tol)
     ref = Reference(fine, error, n, label, grid, coarse, weak_order(integrator))
     _CACHE[key] = ref
     if path is not None:

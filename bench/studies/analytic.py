@@ -177,9 +177,7 @@ def _steps_for(solver: Sampler, cell: Cell) -> int | None:
         return int(cell.target)
     if cell.mode == "tol":
         return 1
-    budget = int(cell.target)
-    fits = [s for s in range(solver.min_steps, budget + 1) if solver.nfe(s) <= budget]
-    return max(fits) if fits else None
+    return solver.steps_for_nfe(int(cell.target))
 
 
 def _solver_for(cell: Cell) -> Sampler:

@@ -1,10 +1,12 @@
 """`bench image-run`: every solver at every NFE budget on a learned image model, from the same
 initial noise, scored by path-rms against a high-NFE reference (and FID when bench.studies.images.fid exists).
 
-Reference (documented choice): deterministic solvers share one ODE reference, DPM-Solver++(3M) at
-`reference_steps` (default 500) log-SNR steps from the same x_T; a stochastic solver is compared
-with itself at `reference_steps` on the same Brownian path. Each reference's noise floor is
-path-rms(reference, same method at half the steps), an upper bound of its own error.
+Reference (documented choice), from bench/measure/reference.py as in every study: deterministic
+solvers share one ODE reference, DPM-Solver++(3M) at `reference_steps` (default 500) log-SNR steps
+from the same x_T; a stochastic solver is compared on the same Brownian paths with its limit's
+integrator (`integrator_for`: exp-sde for every reverse-SDE solver, else the solver itself) at
+`reference_steps`. Each reference's noise floor is path-rms(reference, same method at half the
+steps), an upper estimate of its own error (`self_checked`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pandas as pd
 import torch
 
 from analytic import make_grid
-from bench.measure.reference import path_rms
+from bench.measure.reference import integrator_for, path_rms, self_checked
 from bench.measure.theory import theory
 from bench.studies.images.data import load_dataset, to_uint8
 from bench.studies.images.models import load_model
@@ -59,12 +61,6 @@ class ImageRunConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def steps_for_budget(solver: Solver, budget: int) -> int | None:
-    """The most steps whose NFE fits in `budget` (None when even min_steps does not)."""
-    fits = [s for s in range(solver.min_steps, budget + 1) if solver.nfe(s) <= budget]
-    return max(fits) if fits else None
 
 
 FID_SETTINGS = ("fid_dataset", "fid_extractor", "fid_reference")
@@ -139,16 +135,19 @@ def _times(cfg: ImageRunConfig, schedule, steps: int) -> torch.Tensor:
 
 
 def _reference(cfg: ImageRunConfig, solver: Solver) -> tuple[torch.Tensor, float]:
-    """The high-NFE reference of `solver`'s runs from the study's x_T, computed once per method and
-    process, with its noise floor (path-rms against the same method at half the steps)."""
+    """The high-NFE reference of `solver`'s runs from the study's x_T, computed once per integrator and
+    process, with its noise floor (path-rms against the same integrator at half the steps)."""
     model, x_T, refs, _ = _context(cfg)
-    ref = solver if solver.stochastic else make_solver(REFERENCE_SOLVER)
-    if ref.label not in refs:
-        n = cfg.reference_steps
-        fine, half = (sample_batches(model, ref, _times(cfg, model.schedule, k), x_T, cfg.seed, cfg.batch,
-                                     cfg.denoise_final).x for k in (n, n // 2))
-        refs[ref.label] = (fine, path_rms(half, fine))
-    return refs[ref.label]
+    integrator = integrator_for(solver, REFERENCE_SOLVER)
+    if integrator.label not in refs:
+
+        def run(k: int) -> torch.Tensor:
+            return sample_batches(model, integrator, _times(cfg, model.schedule, k), x_T, cfg.seed, cfg.batch,
+                                  cfg.denoise_final).x
+
+        fine, _, error, _ = self_checked(run, cfg.reference_steps // 2)
+        refs[integrator.label] = (fine, error)
+    return refs[integrator.label]
 
 
 @dataclass
@@ -196,7 +195,7 @@ class ImageStudy(Study):
         fid = self._fid(self.settings.to_dict())
         return {**({"fid": fid} if fid else {}),
                 "reference": {"ode": f"{REFERENCE_SOLVER} at {n} {self.settings.grid} steps",
-                              "sde": f"same solver at {n} steps, same Brownian path"},
+                              "sde": f"the limit's integrator at {n} steps, same Brownian paths"},
                 "device": self.settings.device, "torch": torch.__version__}
 
     def run_cell(self, cell: Cell) -> list[dict]:
@@ -205,7 +204,7 @@ class ImageStudy(Study):
         model, x_T, _, fid = _context(cfg)
         solver = make_solver(label)
         base = _base_row(cfg, self.problem, model.schedule.name, solver)
-        steps = steps_for_budget(solver, budget)
+        steps = solver.steps_for_nfe(budget)
         if steps is None:
             return [{**base, "metric": "path-rms", "value": math.nan, "steps": 0, "nfe": 0,
                      "status": "skipped", "reason": f"needs NFE >= {solver.nfe(solver.min_steps)}"}]
