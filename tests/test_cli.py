@@ -52,14 +52,34 @@ BAD = [
     (["run", "--samples", "0"], "samples"),
     (["run", "--steps", "4,x"], "integers"),
     (["run", "--seeds", "-1"], "seeds"),
+    (["run", "--seeds", "3-1"], "lo <= hi"),
+    (["run", "--steps", "4", "--nfe", "8"], "not both"),
     (["run", "--solvers", "ddim-eta[eta=2]"], "eta"),
+    (["run", "--device", "tpu"], "cpu or cuda"),
     (["plot", "/nonexistent/dir"], ""),
+    (["report", "/nonexistent/dir"], ""),
+    (["list", "solvers", "--tag", "nope"], ""),
+    (["learned", "train", "--problem", "nope", "--train-steps", "1"], "unknown problem"),
+    (["learned", "train", "--problem", "mix-2d,ring-8"], "one name"),
+    (["learned", "decompose", "--model", "perturb:bias=0.1", "--steps", "4", "--device", "cuda"], "float64"),
+    (["learned", "decompose", "--model", "missing.pt", "--steps", "4", "--seeds", "0"], ""),
+    (["learned", "guided", "--scales", "1,x"], "numbers"),
+    (["images", "train", "--dataset", "nope", "--train-steps", "1"], "unknown dataset"),
+    (["images", "run", "--model", "/nonexistent/model", "--nfe", "5"], ""),
+    (["images", "run", "--model", "m", "--seeds", "0-3"], "one seed"),
+    (["fid", "ref", "--dataset", "nope", "--extractor", "tiny"], "unknown dataset"),
+    (["fid", "calc", "--images", "folder:/nonexistent", "--dataset", "nope", "--extractor", "tiny"], ""),
+    (["perf", "score", "--dims", "0"], "positive"),
 ]
+NEEDS_OUT = {"run", "learned", "images"}
 
 
 @pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a) for a, _ in BAD])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
-    out = bench(*args, "--out", str(tmp_path / "o")) if args[0] == "run" else bench(*args)
+    """Every command group answers bad input with one line on stderr and exit status 2."""
+    out_args = ["--out", str(tmp_path / ("o.pt" if args[:2] == ["learned", "train"] else "o"))]
+    out_args = out_args if args[0] in NEEDS_OUT else []
+    out = bench(*args, *out_args)
     assert out.returncode == 2, (out.stdout, out.stderr)
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
@@ -80,28 +100,60 @@ def test_other_runs_directory_is_refused(tmp_path):
     assert other.returncode == 2 and "different run" in other.stderr
 
 
-TOKENS = ["run", "list", "solvers", "--solvers", "--steps", "--problem", "--grid", "--metric", "--nfe",
-          "--samples", "--seeds", "--dtype", "--prior", "all", "euler", "gauss-1d", "mix-2d", "w2-exact",
-          "0", "-3", "4", "x", "[", "logsnr", "float16", "", "--format", "json", "ddim-eta[eta=3]"]
+def _command_paths() -> list[list[str]]:
+    from bench.cli.main import _command_paths
+
+    return [p.split() for p in _command_paths(cli) if p]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.sampled_from(TOKENS), min_size=1, max_size=6))
-def test_fuzzed_arguments_never_traceback(tmp_path, argv):
-    """Random argument lists either succeed quickly or fail with one line and exit 2."""
-    if argv[0] == "run":
-        argv = [*argv, "--out", str(tmp_path / "fuzz"), "--steps", "4", "--seeds", "1", "--samples", "16",
-                "--solvers", "euler", "--problem", "gauss-1d"] if "--help" not in argv else argv
+TOKENS = ["--solvers", "--steps", "--problem", "--grid", "--metric", "--nfe", "--samples", "--seeds",
+          "--dtype", "--prior", "--device", "--train-steps", "--model", "--dataset", "--scales", "--images",
+          "--reference", "--extractor", "--format", "--style", "all", "euler", "gauss-1d", "mix-2d",
+          "w2-exact", "0", "-3", "4", "0-2", "2-1", "x", "[", "logsnr", "float16", "cuda", "", "json", "tiny",
+          "ddim-eta[eta=3]"]
+
+
+class _Ran(Exception):
+    """Raised instead of running a study: the fuzz test checks parsing and validation only."""
+
+
+@pytest.fixture
+def no_studies(monkeypatch):
+    """Every long-running entry point raises _Ran (the command got past its input checks)."""
+    import bench.studies.analytic as analytic
+    import bench.studies.images.run as image_run
+    import bench.studies.images.train as image_train
+    import bench.studies.learned as learned
+    import bench.sweep.engine as engine
+
+    def ran(*args, **kwargs):
+        raise _Ran
+
+    for module, name in [(analytic, "run_sweep"), (engine, "run_study"), (learned, "train"),
+                         (image_train, "train"), (image_run, "run_images")]:
+        monkeypatch.setattr(module, name, ran)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(command=st.sampled_from(_command_paths()), tokens=st.lists(st.sampled_from(TOKENS), max_size=5))
+def test_fuzzed_arguments_never_traceback(tmp_path, no_studies, command, tokens):
+    """Random arguments to every command either pass the checks, print help, or fail with one line and
+    exit 2 (studies, trainings and FID never start: the fixture stops them)."""
+    if command[0] == "perf" or command[:2] == ["fid", "convert"]:
+        tokens = [*tokens, "--help"]  # these run benchmarks or write the Inception: check their parsing only
+    argv = [*command, *tokens]
+    if command[0] in NEEDS_OUT:
+        argv += ["--out", str(tmp_path / "fuzz")]
     result = CliRunner().invoke(cli, argv, standalone_mode=False, catch_exceptions=True)
     exc = result.exception
-    if exc is None or isinstance(exc, (SystemExit, click.exceptions.NoArgsIsHelpError)):
+    if exc is None or isinstance(exc, (SystemExit, _Ran, click.exceptions.NoArgsIsHelpError)):
         return
     assert isinstance(exc, (click.ClickException, *_user_errors())), repr(exc)
     assert "\n" not in str(exc).strip()
 
 
 SWEEP = ["run", "--problem", "mix-2d", "--solvers", "euler,ddim", "--steps", "4,8,16,32,64",
-         "--metric", "w2", "--samples", "300", "--seeds", "3"]
+         "--metric", "w2", "--samples", "300", "--seeds", "0-2"]
 
 
 def _cells(out: Path) -> pd.DataFrame:

@@ -115,7 +115,7 @@ def test_cli_stats_computes_then_reuses_and_refuses_bad_input(tmp_path):
 
     from bench.cli.main import cli
 
-    args = ["fid", "stats", "--dataset", "fashion-mnist", "--n", "64", "--extractor", "tiny",
+    args = ["fid", "ref", "--dataset", "fashion-mnist", "--reference", "64", "--extractor", "tiny",
             "--cache-dir", str(tmp_path)]
     first = CliRunner().invoke(cli, args)
     assert first.exit_code == 0 and "computed" in first.output and "16-d" in first.output

@@ -61,8 +61,9 @@ def test_cfg_is_classifier_guidance_at_one_plus_w(problem):
 def test_guided_sweep_cli(tmp_path):
     runner = CliRunner()
     out = tmp_path / "g"
-    result = runner.invoke(cli, ["guided", "--label", "2", "--scales", "0,4", "--solvers", "ddim,dpmpp-2m",
-                                 "--steps", "8,32", "--seeds", "1", "--samples", "100", "--out", str(out)])
+    result = runner.invoke(cli, ["learned", "guided", "--label", "2", "--scales", "0,4", "--solvers",
+                                 "ddim,dpmpp-2m",
+                                 "--steps", "8,32", "--seeds", "0", "--samples", "100", "--out", str(out)])
     assert result.exit_code == 0, result.output
     import pandas as pd
 
@@ -78,5 +79,5 @@ def test_guided_sweep_cli(tmp_path):
     assert result.exit_code == 0 and (out / "figures" / "error_vs_nfe.png").exists()
     result = runner.invoke(cli, ["report", str(out)])
     assert result.exit_code == 0 and "guided:classifier:y=2:w=4" in (out / "report.md").read_text()
-    result = runner.invoke(cli, ["guided", "--label", "7", "--out", str(out)])
+    result = runner.invoke(cli, ["learned", "guided", "--label", "7", "--out", str(out)])
     assert isinstance(result.exception, _user_errors())

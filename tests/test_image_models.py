@@ -202,7 +202,7 @@ def test_image_run_cli_rows_and_figure(tmp_path: Path) -> None:
 
     model_dir = save_model_dir(tmp_path / "m")
     out = tmp_path / "res"
-    args = ["image-run", "--model", str(model_dir), "--solvers", "ddim,heun", "--nfe", "1,3",
+    args = ["images", "run", "--model", str(model_dir), "--solvers", "ddim,heun", "--nfe", "1,3",
             "--samples", "2", "--reference-steps", "6", "--out", str(out)]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
@@ -223,10 +223,10 @@ def test_image_run_cli_rows_and_figure(tmp_path: Path) -> None:
 def test_image_cli_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from bench.cli.main import main
 
-    for argv in (["image-run", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "r")],
-                 ["train-image", "--dataset", "fashion-mnist", "--data-root", str(tmp_path), "--out",
+    for argv in (["images", "run", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "r")],
+                 ["images", "train", "--dataset", "fashion-mnist", "--data-root", str(tmp_path), "--out",
                   str(tmp_path / "t")],
-                 ["image-run", "--model", str(tmp_path), "--nfe", "0", "--out", str(tmp_path / "r")]):
+                 ["images", "run", "--model", str(tmp_path), "--nfe", "0", "--out", str(tmp_path / "r")]):
         with pytest.raises(SystemExit) as exc, pytest.MonkeyPatch.context() as mp:
             mp.setattr("sys.argv", ["bench", *argv])
             main()
@@ -286,7 +286,7 @@ def test_image_run_cli_fid_rows_resume_and_figures(tmp_path: Path, fashion_dir: 
 
     model_dir = save_model_dir(tmp_path / "m")
     out, cache = tmp_path / "res", tmp_path / "cache"
-    args = ["image-run", "--model", str(model_dir), "--solvers", "ddim,euler-ancestral", "--nfe", "2,4",
+    args = ["images", "run", "--model", str(model_dir), "--solvers", "ddim,euler-ancestral", "--nfe", "2,4",
             "--samples", "6", "--batch", "4", "--reference-steps", "8", "--fid-dataset", "fashion-mnist",
             "--fid-extractor", "tiny", "--fid-reference", "10", "--fid-data-root", str(fashion_dir),
             "--fid-cache-dir", str(cache), "--out", str(out)]
@@ -314,7 +314,8 @@ def test_image_run_adds_fid_to_cells_sampled_without_it(tmp_path: Path, fashion_
     from bench.cli.main import cli
 
     out = tmp_path / "res"
-    base = ["image-run", "--model", str(save_model_dir(tmp_path / "m")), "--solvers", "ddim", "--nfe", "2",
+    base = ["images", "run", "--model", str(save_model_dir(tmp_path / "m")), "--solvers", "ddim",
+            "--nfe", "2",
             "--samples", "4", "--reference-steps", "4", "--out", str(out)]
     assert CliRunner().invoke(cli, base).exit_code == 0
     rms = pd.read_csv(out / "results.csv")["value"]
@@ -328,9 +329,9 @@ def test_image_run_adds_fid_to_cells_sampled_without_it(tmp_path: Path, fashion_
 
 
 # The documented small CPU study (README, "Learned image models"): the exact commands, run by `bench`.
-STUDY_TRAIN = ["train-image", "--dataset", "fashion-mnist", "--subset", "2000", "--width", "16",
-               "--batch", "32", "--steps", "300", "--log-every", "100", "--checkpoint-every", "300"]
-STUDY_RUN = ["image-run", "--solvers", "ddim,heun,dpmpp-2m,euler-ancestral", "--nfe", "5,10,20,40",
+STUDY_TRAIN = ["images", "train", "--dataset", "fashion-mnist", "--subset", "2000", "--width", "16",
+               "--batch", "32", "--train-steps", "300", "--log-every", "100", "--checkpoint-every", "300"]
+STUDY_RUN = ["images", "run", "--solvers", "ddim,heun,dpmpp-2m,euler-ancestral", "--nfe", "5,10,20,40",
              "--samples", "32", "--batch", "32", "--reference-steps", "200", "--fid-dataset", "fashion-mnist",
              "--fid-extractor", "tiny", "--fid-reference", "2000"]
 

@@ -16,14 +16,16 @@ from bench.cli import cli
 from bench.sweep.store import CELL_LOG, RESULT_COLUMNS
 
 TOY = {
-    "sweep": ["run", "--problem", "mix-2d", "--solvers", "ddim,ddpm", "--steps", "4,8,16", "--seeds", "1",
+    "sweep": ["run", "--problem", "mix-2d", "--solvers", "ddim,ddpm", "--steps", "4,8,16", "--seeds", "0",
               "--samples", "50"],
     "peers": ["run", "--problem", "gauss-aniso-3d", "--solvers", "kdiff:sample_euler,ddim", "--steps",
-              "4,8,16", "--seeds", "1", "--samples", "50"],
-    "decompose": ["decompose", "--model", "perturb:bias=0.1", "--solvers", "ddim", "--steps", "4,8,16",
-                  "--seeds", "1", "--samples", "50"],
-    "guided": ["guided", "--label", "1", "--scales", "0,2", "--solvers", "ddim", "--steps", "4,8,16",
-               "--seeds", "1", "--samples", "50"],
+              "4,8,16", "--seeds", "0", "--samples", "50"],
+    "decompose": ["learned", "decompose", "--model", "perturb:bias=0.1", "--solvers", "ddim",
+                  "--steps", "4,8,16",
+                  "--seeds", "0", "--samples", "50"],
+    "guided": ["learned", "guided", "--label", "1", "--scales", "0,2", "--solvers", "ddim", "--steps",
+               "4,8,16",
+               "--seeds", "0", "--samples", "50"],
 }
 MANIFEST_KIND = {"sweep": "sweep", "peers": "sweep", "decompose": "decompose", "guided": "guided",
                  "images": "images"}
@@ -38,7 +40,8 @@ def _images_args(tmp_path: Path) -> list[str]:
     from tests.test_image_models import save_model_dir
 
     model = save_model_dir(tmp_path / "model")
-    return ["image-run", "--model", str(model), "--solvers", "ddim,heun", "--nfe", "2,4,8", "--samples", "2",
+    return ["images", "run", "--model", str(model), "--solvers", "ddim,heun", "--nfe", "2,4,8",
+            "--samples", "2",
             "--reference-steps", "8"]
 
 

@@ -93,13 +93,15 @@ def test_cli_train_decompose_plot(tmp_path):
 
     runner = CliRunner()
     ckpt = tmp_path / "net.pt"
-    result = runner.invoke(cli, ["train-score", "mix-2d", "--width", "16", "--depth", "2", "--train-steps",
+    result = runner.invoke(cli, ["learned", "train", "--problem", "mix-2d", "--width", "16", "--depth",
+                                 "2", "--train-steps",
                                  "50", "--samples", "500", "--batch", "64", "--out", str(ckpt)])
     assert result.exit_code == 0, result.output
     assert ckpt.exists() and "score_error" in result.output
     out = tmp_path / "dec"
-    result = runner.invoke(cli, ["decompose", "--model", str(ckpt), "--solvers", "ddim", "--steps", "4,8",
-                                 "--seeds", "1", "--samples", "100", "--out", str(out)])
+    result = runner.invoke(cli, ["learned", "decompose", "--model", str(ckpt), "--solvers", "ddim",
+                                 "--steps", "4,8",
+                                 "--seeds", "0", "--samples", "100", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "score error dominates from NFE" in result.output
     figures = out / "figures"
@@ -111,5 +113,5 @@ def test_cli_train_decompose_plot(tmp_path):
     assert (figures / "score_vs_discretization.png").exists()
     result = runner.invoke(cli, ["report", str(out)])
     assert result.exit_code == 0 and "## Measured orders" in (out / "report.md").read_text()
-    result = runner.invoke(cli, ["decompose", "--model", "perturb:oops=1", "--out", str(out)])
+    result = runner.invoke(cli, ["learned", "decompose", "--model", "perturb:oops=1", "--out", str(out)])
     assert isinstance(result.exception, _user_errors())

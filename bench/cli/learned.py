@@ -1,5 +1,4 @@
-"""CLI commands for learned, perturbed and guided scores: `bench train-score`, `bench decompose`,
-`bench guided`."""
+"""`bench learned train|decompose|guided`: learned, perturbed and guided scores on exact problems."""
 
 from __future__ import annotations
 
@@ -7,32 +6,65 @@ import json
 from pathlib import Path
 
 import click
-import torch
 
-from bench.studies.learned import CheckpointError
+from bench.cli.options import (
+    FLOATS,
+    INTS,
+    NAMES,
+    SEEDS,
+    command_line,
+    jobs_option,
+    one,
+    out_option,
+    problem_option,
+    sampling_options,
+)
+
+DEFAULT_SOLVERS = "ddim,heun,dpmpp-2m,dpm-solver-3"
 
 
-@click.command("train-score")
-@click.argument("problem")
+@click.group("learned")
+def learned_group() -> None:
+    """Learned scores on exact problems: train a network, split its error, guided sampling."""
+
+
+def _exact_sampling(study: str, device: str, dtype: str) -> None:
+    """These studies run on CPU in float64: their references and exact laws need it."""
+    if device != "cpu" or dtype != "float64":
+        raise click.BadParameter(f"{study} runs on cpu in float64 (its exact references need it); got "
+                                 f"--device {device} --dtype {dtype}")
+
+
+def _progress():
+    from bench.cli.main import Progress
+
+    return Progress()
+
+
+@learned_group.command("train")
+@problem_option("mix-2d", single=True)
 @click.option("--param", "parameterization", type=click.Choice(["eps", "score"]), default="eps",
               show_default=True, help="What the network outputs.")
-@click.option("--width", default=128, show_default=True, type=int, help="Hidden width.")
-@click.option("--depth", default=3, show_default=True, type=int, help="Hidden layers.")
-@click.option("--train-steps", default=3000, show_default=True, type=int, help="Adam steps.")
-@click.option("--samples", default=20000, show_default=True, type=int,
+@click.option("--width", type=click.IntRange(min=1), default=128, show_default=True, help="Hidden width.")
+@click.option("--depth", type=click.IntRange(min=1), default=3, show_default=True, help="Hidden layers.")
+@click.option("--train-steps", type=click.IntRange(min=1), default=3000, show_default=True,
+              help="Adam steps.")
+@click.option("--samples", type=click.IntRange(min=1), default=20000, show_default=True,
               help="Size of the fixed training set of exact data samples.")
-@click.option("--batch", default=512, show_default=True, type=int)
-@click.option("--lr", default=2e-3, show_default=True, type=float)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--batch", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Training seed.")
 @click.option("--schedule", default=None, help="Override the problem's noise schedule.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Checkpoint path (default checkpoints/<problem>-w<width>-s<steps>.pt).")
-def train_score_cmd(problem, parameterization, width, depth, train_steps, samples, batch, lr, seed,
-                    schedule, out) -> None:
-    """Train a time-conditioned MLP by denoising score matching on exact samples of PROBLEM and
+@out_option(help="Checkpoint path [default: checkpoints/<problem>-w<width>-s<train-steps>.pt].")
+def train_cmd(problems, parameterization, width, depth, train_steps, samples, batch, lr, seed, schedule,
+              out) -> None:
+    """Train a time-conditioned MLP by denoising score matching on exact samples of the problem and
     report its score error E_t E_x sigma_t^2 ||s_theta - grad log p_t||^2 against the exact score."""
+    import torch
+
     from bench.studies.learned import TrainConfig, save_checkpoint, train
 
+    problem = one(problems, "--problem")
     torch.set_num_threads(1)  # small tensors on a shared machine: threads only spin-wait
     config = TrainConfig(problem=problem, schedule=schedule, parameterization=parameterization, width=width,
                          depth=depth, train_steps=train_steps, samples=samples, batch=batch, lr=lr, seed=seed,
@@ -49,33 +81,32 @@ def train_score_cmd(problem, parameterization, width, depth, train_steps, sample
                            "initial_score_error": trained.curve[0]["score_error"]}))
 
 
-@click.command("decompose")
-@click.option("--problem", default="mix-2d", show_default=True, help="Problem name or JSON file.")
+@learned_group.command("decompose")
+@problem_option("mix-2d", single=True)
 @click.option("--model", "model_spec", required=True,
-              help="A checkpoint from `bench train-score`, perturb:bias=SIZE or perturb:noise=SIZE.")
-@click.option("--solvers", default=None, help="Comma-separated ODE solvers (default ddim,heun,dpmpp-2m,"
-              "dpm-solver-3).")
-@click.option("--steps", default="4,8,16,32,64,128,256", show_default=True)
-@click.option("--seeds", default=3, show_default=True, type=int)
-@click.option("--samples", default=500, show_default=True, type=int)
-@click.option("--schedule", default=None)
-@click.option("--jobs", default=1, show_default=True, type=int, help="Worker processes.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
-def decompose_cmd(problem, model_spec, solvers, steps, seeds, samples, schedule, jobs, out) -> None:
+              help="A checkpoint from `bench learned train`, perturb:bias=SIZE or perturb:noise=SIZE.")
+@click.option("--solvers", type=NAMES, default=DEFAULT_SOLVERS, show_default=True,
+              help="Comma list of ODE solvers.")
+@click.option("--steps", type=INTS, default="4,8,16,32,64,128,256", show_default=True, help="Step counts.")
+@click.option("--seeds", type=SEEDS, default="0-2", show_default=True, help="Seeds: list and/or ranges.")
+@click.option("--samples", type=click.IntRange(min=1), default=500, show_default=True)
+@sampling_options()
+@jobs_option
+@out_option(required=True)
+def decompose_cmd(problems, model_spec, solvers, steps, seeds, samples, grid, schedule, device, dtype, jobs,
+                  out) -> None:
     """Per (solver, steps): error with the exact score (discretization), of the reference solver with
-    the tested model (score) and with both; a results directory of the one format (`component` column),
-    a table and the decomposition figures."""
-    from bench.cli.main import _ints, _names
+    the tested model (score) and with both; a results directory of the one format (`component`
+    column), a table and the decomposition figures."""
     from bench.report.decomposition import plot_decomposition
-    from bench.studies.decompose import DEFAULT_SOLVERS, DecomposeConfig, DecomposeStudy, crossover, table
+    from bench.studies.decompose import DecomposeConfig, DecomposeStudy, crossover, table
     from bench.sweep.engine import run_study
     from bench.sweep.store import load_rows
 
-    if seeds <= 0 or samples <= 0:
-        raise click.BadParameter("--seeds and --samples must be positive")
-    config = DecomposeConfig(problem, model_spec, _names(solvers) or list(DEFAULT_SOLVERS),
-                             _ints(steps, "--steps"), list(range(seeds)), samples, schedule)
-    run_study(DecomposeStudy(config), out, command=_command(), jobs=jobs, progress=_progress())
+    _exact_sampling("decompose", device, dtype)
+    config = DecomposeConfig(one(problems, "--problem"), model_spec, solvers, steps, seeds, samples, schedule,
+                             grid)
+    run_study(DecomposeStudy(config), out, command=command_line(), jobs=jobs, progress=_progress())
     frame = load_rows(out)
     for metric in ("path-rms", "w2"):
         click.echo(f"\n{metric}:\n{table(frame, metric).to_string(index=False, float_format='%.4g')}")
@@ -86,36 +117,32 @@ def decompose_cmd(problem, model_spec, solvers, steps, seeds, samples, schedule,
         click.echo(str(plot_decomposition(frame, out / "figures" / f"decomposition-{metric}.png", metric)))
 
 
-@click.command("guided")
-@click.option("--problem", default="mix-2d", show_default=True, help="Problem name or JSON file.")
-@click.option("--label", default=0, show_default=True, type=int, help="Class (component index) to guide to.")
-@click.option("--kind", type=click.Choice(["classifier", "cfg"]), default="classifier", show_default=True)
-@click.option("--scales", default="0,1,2,4,8", show_default=True, help="Comma-separated guidance scales w.")
-@click.option("--solvers", default=None, help="Comma-separated ODE solvers (default ddim,heun,dpmpp-2m,"
-              "dpm-solver-3).")
-@click.option("--steps", default="4,8,16,32,64", show_default=True)
-@click.option("--seeds", default=2, show_default=True, type=int)
-@click.option("--samples", default=500, show_default=True, type=int)
-@click.option("--schedule", default=None)
-@click.option("--jobs", default=1, show_default=True, type=int, help="Worker processes.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
-def guided_cmd(problem, label, kind, scales, solvers, steps, seeds, samples, schedule, jobs, out) -> None:
+@learned_group.command("guided")
+@problem_option("mix-2d", single=True)
+@click.option("--label", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Class (component index) to guide to.")
+@click.option("--guidance", type=click.Choice(["classifier", "cfg"]), default="classifier", show_default=True)
+@click.option("--scales", type=FLOATS, default="0,1,2,4,8", show_default=True, help="Guidance scales w.")
+@click.option("--solvers", type=NAMES, default=DEFAULT_SOLVERS, show_default=True,
+              help="Comma list of ODE solvers.")
+@click.option("--steps", type=INTS, default="4,8,16,32,64", show_default=True, help="Step counts.")
+@click.option("--seeds", type=SEEDS, default="0-1", show_default=True, help="Seeds: list and/or ranges.")
+@click.option("--samples", type=click.IntRange(min=1), default=500, show_default=True)
+@sampling_options()
+@jobs_option
+@out_option(required=True)
+def guided_cmd(problems, label, guidance, scales, solvers, steps, seeds, samples, grid, schedule, device,
+               dtype, jobs, out) -> None:
     """Exact classifier / classifier-free guidance: each solver's path-rms to the same guided PF-ODE
     solved to high accuracy, per guidance scale; a results directory of the one format and a table."""
-    from bench.cli.main import _ints, _names
-    from bench.studies.guidance import DEFAULT_SOLVERS, GuidedConfig, GuidedStudy
+    from bench.studies.guidance import GuidedConfig, GuidedStudy
     from bench.sweep.engine import run_study
     from bench.sweep.store import load_rows
 
-    if seeds <= 0 or samples <= 0:
-        raise click.BadParameter("--seeds and --samples must be positive")
-    try:
-        values = [float(v) for v in scales.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"--scales takes comma-separated numbers, got {scales!r}") from None
-    config = GuidedConfig(problem, label, values, kind, _names(solvers) or list(DEFAULT_SOLVERS),
-                          _ints(steps, "--steps"), list(range(seeds)), samples, schedule)
-    run_study(GuidedStudy(config), out, command=_command(), jobs=jobs, progress=_progress())
+    _exact_sampling("guided", device, dtype)
+    config = GuidedConfig(one(problems, "--problem"), label, scales, guidance, solvers, steps, seeds, samples,
+                          schedule, grid)
+    run_study(GuidedStudy(config), out, command=command_line(), jobs=jobs, progress=_progress())
     frame = load_rows(out)
     wide = frame.pivot_table(index=["solver", "steps", "nfe"], columns="scale", values="value")
     wide.columns = [f"w={c:g}" for c in wide.columns]
@@ -123,20 +150,3 @@ def guided_cmd(problem, label, kind, scales, solvers, steps, seeds, samples, sch
     click.echo(wide.reset_index().to_string(index=False, float_format="%.4g"))
     freq = frame.groupby("scale")["ref_class_freq"].mean()
     click.echo("reference class frequency: " + ", ".join(f"w={k:g}: {v:.3f}" for k, v in freq.items()))
-
-
-def _command() -> str:
-    import shlex
-    import sys
-
-    return "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
-def _progress():
-    from bench.cli.main import Progress
-
-    return Progress()
-
-
-COMMANDS = [train_score_cmd, decompose_cmd, guided_cmd]
-ERRORS = (CheckpointError,)

@@ -1,41 +1,53 @@
-"""The `bench` command line."""
+"""The `bench` command line: `bench list`, `run`, `plot`, `report`, `perf` here; `bench learned`,
+`bench images` and `bench fid` in their own modules. Only click is imported at start (`bench --help` in
+well under a second): every command imports what it needs."""
 
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import click
 
-from analytic import BUILTIN, GRIDS, SCHEDULES, ProblemError
-from bench.measure import metrics
-from bench.studies.analytic import DEFAULT_PROBLEMS, DEFAULT_SAMPLES, DEFAULT_STEPS, SweepConfig, SweepError
-from bench.sweep.executor import ExecutorError
-from bench.sweep.store import RunDirError
+from bench.cli.options import (
+    INTS,
+    NAMES,
+    SEEDS,
+    command_line,
+    flat,
+    jobs_option,
+    out_option,
+    problem_option,
+    sampling_options,
+)
+from bench.studies.defaults import DEFAULT_NFE, DEFAULT_PROBLEMS, DEFAULT_SAMPLES, DEFAULT_SEEDS
 
-USER_ERRORS: tuple[type[Exception], ...] = (SweepError, RunDirError, ProblemError, metrics.MetricError,
-                                             ExecutorError)
+_ERROR_CLASSES = {  # module: exceptions whose message is meant for the user
+    "analytic": ["ProblemError"], "bench.measure.metrics": ["MetricError"],
+    "bench.report.figures": ["ResultsError"], "bench.studies.analytic": ["SweepError"],
+    "bench.studies.learned": ["CheckpointError"], "bench.sweep.executor": ["ExecutorError"],
+    "bench.sweep.store": ["RunDirError"], "solvers.registry": ["UnknownSolverError"],
+    "bench.studies.images.data": ["DataError"], "bench.studies.images.fid": ["FIDError"],
+    "bench.studies.images.models": ["ModelLoadError"], "bench.studies.images.run": ["ImageRunError"],
+    "bench.studies.images.train": ["TrainError"],
+}
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    from bench.report.figures import ResultsError
-    from bench.studies.learned import CheckpointError
-    from solvers.registry import UnknownSolverError
+    """The user-facing exception classes (one line on stderr, exit status 2), imported only once a
+    command has failed; modules whose optional dependencies are missing are left out."""
+    import importlib
 
-    return (*USER_ERRORS, ResultsError, UnknownSolverError, CheckpointError)
-
-
-def _ints(text: str, option: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise click.BadParameter(f"{option} takes comma-separated integers, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise click.BadParameter(f"{option} needs positive integers, got {text!r}")
-    return values
+    found: list[type[Exception]] = [FileNotFoundError]
+    for module, names in _ERROR_CLASSES.items():
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        found.extend(getattr(mod, name) for name in names)
+    return tuple(found)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -100,7 +112,7 @@ def list_solvers(fmt: str, tag: str | None, external: bool) -> None:
 @FORMAT
 def list_problems(fmt: str) -> None:
     """Built-in problems (any JSON problem file works too)."""
-    from analytic import get_problem
+    from analytic import BUILTIN, get_problem
 
     rows = []
     for name, (description, _) in BUILTIN.items():
@@ -114,6 +126,8 @@ def list_problems(fmt: str) -> None:
 @FORMAT
 def list_grids(fmt: str) -> None:
     """Time grids (parameters in brackets, e.g. karras[rho=5])."""
+    from analytic import GRIDS
+
     _emit([{"name": k, "description": d} for k, (_, d) in GRIDS.items()], fmt)
 
 
@@ -121,7 +135,7 @@ def list_grids(fmt: str) -> None:
 @FORMAT
 def list_schedules(fmt: str) -> None:
     """Noise schedules."""
-    from analytic import get_schedule
+    from analytic import SCHEDULES, get_schedule
 
     rows = []
     for name, (_, description) in SCHEDULES.items():
@@ -134,6 +148,8 @@ def list_schedules(fmt: str) -> None:
 @FORMAT
 def list_metrics(fmt: str) -> None:
     """Error metrics."""
+    from bench.measure import metrics
+
     _emit([{"name": k, "description": d} for k, d in metrics.METRICS.items()], fmt)
 
 
@@ -166,114 +182,83 @@ def _clock(seconds: float) -> str:
 
 
 @cli.command("run")
-@click.option("--problem", "problems", multiple=True,
-              help=f"Problem name or JSON file (repeatable). Default: {', '.join(DEFAULT_PROBLEMS)}.")
-@click.option("--solvers", default="all", show_default=True,
-              help="Comma-separated names, brackets for parameters (ddim-eta[eta=0.5]), selectors "
-                   "(all, ode, sde, singlestep, multistep, adaptive) or globs (dpmpp-*).")
-@click.option("--steps", default=",".join(map(str, DEFAULT_STEPS)), show_default=True,
-              help="Comma-separated step counts.")
-@click.option("--nfe", default=None, help="Comma-separated NFE budgets instead of --steps: each solver "
-              "gets the most steps whose counted NFE fits.")
-@click.option("--grid", default="logsnr", show_default=True, help="Time grid (bench list grids).")
-@click.option("--schedule", default=None, help="Override the problems' noise schedule.")
-@click.option("--metric", "metric_names", multiple=True,
-              help="Metric (repeatable; bench list metrics). Default: w2-exact on Gaussian problems, "
-                   "w2 and path-rms on mixtures.")
-@click.option("--samples", default=DEFAULT_SAMPLES, show_default=True, type=int,
-              help="Samples per cell (w2: POT exact EMD costs ~0.05 s at 500, ~1.2 s at 2000; the "
-                   "noise floor falls like n^-1/d, see the noise_floor column).")
-@click.option("--seeds", default=3, show_default=True, type=int, help="Number of seeds (0..N-1).")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float64", show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@problem_option(",".join(DEFAULT_PROBLEMS))
+@click.option("--solvers", type=NAMES, default="all", show_default=True,
+              help="Comma list: names, brackets for parameters (ddim-eta[eta=0.5]), selectors (all, ode, "
+                   "sde, singlestep, multistep, adaptive), globs (dpmpp-*), path/to/file.py:Class.")
+@click.option("--nfe", type=INTS, default=None, help="NFE budgets: each solver gets the most steps whose NFE "
+              f"fits (both recorded) [default: {','.join(map(str, DEFAULT_NFE))}].")
+@click.option("--steps", type=INTS, default=None, help="Step counts instead of NFE budgets (e.g. 4,8,16).")
+@sampling_options()
+@click.option("--metric", "metric_names", type=NAMES, multiple=True,
+              help="Comma list of metrics, repeatable (bench list metrics) [default: w2-exact on Gaussian "
+                   "problems; weak-mean, weak-cov, weak-bump, mmd, path-rms, path-median on mixtures].")
+@click.option("--samples", type=click.IntRange(min=1), default=DEFAULT_SAMPLES, show_default=True,
+              help="Samples per cell.")
+@click.option("--seeds", type=SEEDS, default=f"0-{DEFAULT_SEEDS[-1]}", show_default=True,
+              help="Seeds: a list and/or ranges (0-63, 0,5,7).")
 @click.option("--prior", type=click.Choice(["exact", "standard"]), default="exact", show_default=True,
               help="exact: x_T from the exact p_T (isolates discretization error); standard: "
                    "N(0, sigma(t_max)^2 I).")
 @click.option("--denoise-final", is_flag=True, help="Add one explicit Tweedie step x <- E[x0|x] at t_min.")
-@click.option("--jobs", default=None, type=int, help="Worker processes [default: one per CPU].")
+@click.option("--summary", type=click.Choice(["headline", "all", "none"]), default="headline",
+              show_default=True, help="Terminal summary: the headline metrics (w2-exact on Gaussians, mmd "
+              "and path-rms on mixtures), every metric, or none.")
+@jobs_option
 @click.option("--cluster", default=None, help="Run the cells on Dask instead of --jobs: tcp://HOST:PORT of a "
               "running scheduler, or local:N to start N local workers (needs the cluster extra).")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Output directory (default results/<timestamp>-<commit>/). Rerun with the same "
-                   "--out to resume: finished cells are skipped.")
-def run_cmd(problems, solvers, steps, nfe, grid, schedule, metric_names, samples, seeds, dtype, device,
-            prior, denoise_final, jobs, cluster, out) -> None:
-    """Run a sweep and write tidy results (results.csv/.parquet, orders.csv, manifest.json)."""
-    from bench.studies.analytic import run_sweep
+@out_option(help="Output directory [default: results/<timestamp>-<commit>/]; rerun with the same --out to "
+            "resume (finished cells are skipped).")
+def run_cmd(problems, solvers, nfe, steps, grid, schedule, device, dtype, metric_names, samples, seeds, prior,
+            denoise_final, summary, jobs, cluster, out) -> None:
+    """Run solvers on exact problems; write tidy results (results.csv/.parquet, orders.csv,
+    manifest.json) and print a summary at equal NFE."""
+    from bench.studies.analytic import SweepConfig, run_sweep
     from bench.sweep.manifest import short_commit
 
-    if seeds <= 0:
-        raise click.BadParameter(f"--seeds must be positive, got {seeds}")
-    if jobs is not None and jobs <= 0:
-        raise click.BadParameter(f"--jobs must be positive, got {jobs}")
-    config = SweepConfig(
-        problems=list(problems) or list(DEFAULT_PROBLEMS), solvers=[solvers],
-        steps=_ints(steps, "--steps"), nfe=_ints(nfe, "--nfe") if nfe else None, grid=grid,
-        schedule=schedule, metrics=list(metric_names) or None, samples=samples,
-        seeds=list(range(seeds)), dtype=dtype, device=device, prior=prior, denoise_final=denoise_final,
-    )
+    if nfe and steps:
+        raise click.BadParameter("give --nfe or --steps, not both")
+    config = SweepConfig(problems=flat(problems), solvers=[",".join(solvers)], steps=steps, nfe=nfe,
+                         grid=grid, schedule=schedule, metrics=flat(metric_names), samples=samples,
+                         seeds=seeds, dtype=dtype, device=device, prior=prior, denoise_final=denoise_final)
     if out is None:
         out = Path("results") / f"{time.strftime('%Y%m%d-%H%M%S')}-{short_commit()}"
-    command = "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     start = time.perf_counter()
-    run_sweep(config, out, command=command, jobs=jobs, progress=Progress(), cluster=cluster)
-    _summary(out)
-    click.echo(f"wrote {out} in {time.perf_counter() - start:.1f} s", err=True)
+    run_sweep(config, out, command=command_line(), jobs=jobs, progress=Progress(), cluster=cluster)
+    if summary != "none":
+        from bench.report.summary import terminal_summary
+
+        click.echo(terminal_summary(out, headline=summary == "headline"))
+    click.echo(f"\nwrote {out} in {time.perf_counter() - start:.0f} s: results.csv, orders.csv, manifest.json"
+               f"\n  figures: bench plot {out}\n  report:  bench report {out}")
 
 
-def _summary(out: Path) -> None:
-    import pandas as pd
-
-    frame = pd.read_csv(out / "results.csv")
-    ok = frame[frame.status == "ok"]
-    if ok.empty:
-        click.echo("no successful cells")
-        return
-    table = ok.pivot_table(index=["problem", "metric", "solver"], columns="steps", values="value",
-                           aggfunc="mean")
-    orders = pd.read_csv(out / "orders.csv")
-    if not orders.empty:
-        o = orders[orders.axis == "steps"].set_index(["problem", "metric", "solver"])[
-            ["order", "theory", "verdict"]]
-        table = table.join(o, how="left")
-    fmt = "{:.3g}".format
-    with pd.option_context("display.width", 250, "display.max_rows", 500, "display.float_format", fmt):
-        click.echo(table.to_string())
-    skipped = frame[frame.status != "ok"]
-    if not skipped.empty:
-        counts = skipped.groupby(["status"]).size().to_dict()
-        click.echo(f"not ok: {counts} (see status/reason columns)")
+def _filters(fn):
+    fn = click.option("--problems", type=NAMES, default=None, help="Comma list of problems to include.")(fn)
+    fn = click.option("--solvers", type=NAMES, default=None,
+                      help="Comma list of solvers (globs) to include.")(fn)
+    fn = click.option("--style", type=click.Choice(["paper", "slides"]), default="paper", show_default=True,
+                      help="paper: single-column PDFs and PNGs; slides: large PNGs.")(fn)
+    return click.argument("results_dir", type=click.Path(path_type=Path))(fn)
 
 
 @cli.command("plot")
-@click.argument("results_dir", type=click.Path(path_type=Path))
-@click.option("--style", type=click.Choice(["paper", "slides"]), default="paper", show_default=True)
-@click.option("--solvers", default=None, help="Comma-separated solver labels to include.")
-@click.option("--problems", default=None, help="Comma-separated problems to include.")
-def plot_cmd(results_dir: Path, style: str, solvers: str | None, problems: str | None) -> None:
-    """Draw figures from a results directory (reads files only; never reruns)."""
+@_filters
+def plot_cmd(results_dir: Path, style: str, solvers: list[str] | None, problems: list[str] | None) -> None:
+    """Draw the figures of a results directory of any kind (reads files only; never reruns)."""
     from bench.report.figures import make_figures
 
-    paths = make_figures(results_dir, style=style, solvers=_names(solvers), problems=_names(problems))
-    for path in paths:
+    for path in make_figures(results_dir, style=style, solvers=solvers, problems=problems):
         click.echo(str(path))
 
 
 @cli.command("report")
-@click.argument("results_dir", type=click.Path(path_type=Path))
-@click.option("--style", type=click.Choice(["paper", "slides"]), default="paper", show_default=True)
-@click.option("--solvers", default=None, help="Comma-separated solver labels to include.")
-@click.option("--problems", default=None, help="Comma-separated problems to include.")
-def report_cmd(results_dir: Path, style: str, solvers: str | None, problems: str | None) -> None:
-    """Write report.md and tables.tex for a results directory."""
+@_filters
+def report_cmd(results_dir: Path, style: str, solvers: list[str] | None, problems: list[str] | None) -> None:
+    """Write report.md and tables.tex for a results directory of any kind."""
     from bench.report.report import write_report
 
-    path = write_report(results_dir, style=style, solvers=_names(solvers), problems=_names(problems))
-    click.echo(str(path))
-
-
-def _names(text: str | None) -> list[str] | None:
-    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+    click.echo(str(write_report(results_dir, style=style, solvers=solvers, problems=problems)))
 
 
 @cli.group("perf")
@@ -284,13 +269,13 @@ def perf_cmd() -> None:
 @perf_cmd.command("score")
 @click.option("--n", default=65536, show_default=True)
 @click.option("--k", default=8, show_default=True)
-@click.option("--dims", default="2,16", show_default=True)
+@click.option("--dims", type=INTS, default="2,16", show_default=True)
 @click.option("--repeats", default=10, show_default=True)
-def perf_score(n: int, k: int, dims: str, repeats: int) -> None:
+def perf_score(n: int, k: int, dims: list[int], repeats: int) -> None:
     """Analytic score evaluations per second against autograd of the log-density."""
     from bench.studies.speed import score_throughput
 
-    for d in _ints(dims, "--dims"):
+    for d in dims:
         res = score_throughput(n, k, d, repeats)
         click.echo(f"n={n} K={k} d={d}: analytic {res['analytic']:.3g} evals/s; autograd through "
                    f"torch.distributions {res['autograd']:.3g} (x{res['analytic'] / res['autograd']:.1f}), "
@@ -300,12 +285,12 @@ def perf_score(n: int, k: int, dims: str, repeats: int) -> None:
 
 @perf_cmd.command("overhead")
 @click.option("--steps", default=50, show_default=True)
-@click.option("--solvers", "names", default="ddim,dpmpp-2m,unipc-2", show_default=True)
-def perf_overhead(steps: int, names: str) -> None:
+@click.option("--solvers", "names", type=NAMES, default="ddim,dpmpp-2m,unipc-2", show_default=True)
+def perf_overhead(steps: int, names: list[str]) -> None:
     """Per-step loop overhead against diffusers' scheduler.step loop (needs diffusers)."""
     from bench.studies.speed import loop_overhead
 
-    for name in _names(names) or []:
+    for name in names:
         r = loop_overhead(name, steps)
         click.echo(f"{name}: ours {1e6 * r['ours']:.0f} us/step, "
                    f"diffusers {1e6 * r['diffusers']:.0f} us/step, ratio {r['ratio']:.2f}")
@@ -321,21 +306,33 @@ def perf_sweep(jobs: int, out: Path | None) -> None:
     click.echo(default_sweep_timing(jobs, out))
 
 
-from bench.cli.learned import COMMANDS as _LEARNED  # noqa: E402
+@perf_cmd.command("cli")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True)
+def perf_cli(repeats: int) -> None:
+    """Start-up time of `bench --help` and of every command's --help (best of --repeats, fresh processes)."""
+    from bench.studies.speed import cli_startup
 
-for _command in _LEARNED:
-    cli.add_command(_command)
-
-
-from bench.cli.images import image_run, train_image  # noqa: E402 (image commands live in bench/studies/images)
-
-cli.add_command(train_image)
-cli.add_command(image_run)
+    for command, seconds in cli_startup(_command_paths(cli), repeats).items():
+        click.echo(f"{seconds:6.3f} s  bench {command} --help".replace("  --help", " --help"))
 
 
-from bench.cli.fid import fid_cmd  # noqa: E402 (FID tools live in bench/studies/images)
+def _command_paths(group: click.Group, prefix: str = "") -> list[str]:
+    """'' and every command path ('run', 'learned train', ...) under `group`."""
+    paths = [prefix.strip()]
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            paths.extend(_command_paths(command, f"{prefix}{name} "))
+        else:
+            paths.append(f"{prefix}{name}")
+    return paths
 
-cli.add_command(fid_cmd)
+
+from bench.cli.fid import fid_group  # noqa: E402 (the groups import only click and bench.cli.options)
+from bench.cli.images import images_group  # noqa: E402
+from bench.cli.learned import learned_group  # noqa: E402
+
+for _group in (learned_group, images_group, fid_group):
+    cli.add_command(_group)
 
 
 def main() -> None:

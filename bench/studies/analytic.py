@@ -26,18 +26,22 @@ from bench.measure.models import analytic_model
 from bench.measure.paired import PATH_METRICS, WEAK_METRICS, paired_row
 from bench.measure.reference import shared_limit
 from bench.measure.theory import conditions, theory
+from bench.studies.defaults import (  # noqa: E402 (torch-free: the CLI reads them)
+    DEFAULT_GRID,
+    DEFAULT_NFE,
+    DEFAULT_PROBLEMS,
+    DEFAULT_SAMPLES,
+    DEFAULT_SEEDS,
+    DEFAULT_TOLERANCES,
+)
 from bench.sweep import engine
 from bench.sweep.engine import Progress, Study
 from bench.sweep.store import RESULT_COLUMNS
 from solvers import Sampler, make_solver, parse_spec, resolve
 from solvers.noise import _mix
 
-DEFAULT_PROBLEMS = ["gauss-aniso-3d", "mix-2d", "ring-8"]
-DEFAULT_STEPS = [4, 8, 16, 32, 64, 128, 256]
-DEFAULT_TOLERANCES = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4]
 SDE_REFERENCE_STEPS = 1024  # SDE references: 1024 vs 2048 steps on the same Brownian path (strong order 1:
 # the reference's self-checked error, stored as noise_floor, is ~1/8 of the error at 256 steps)
-DEFAULT_SAMPLES = 500  # per cell; exact W2 (POT emd2) costs ~0.05 s at n = 500, ~1.2 s at 2000
 
 
 class SweepError(ValueError):
@@ -48,18 +52,22 @@ class SweepError(ValueError):
 class SweepConfig:
     problems: list[str] = field(default_factory=lambda: list(DEFAULT_PROBLEMS))
     solvers: list[str] = field(default_factory=lambda: ["all"])
-    steps: list[int] = field(default_factory=lambda: list(DEFAULT_STEPS))
-    nfe: list[int] | None = None
-    grid: str = "logsnr"
+    steps: list[int] | None = None  # a step ladder, or
+    nfe: list[int] | None = None  # NFE budgets (neither: DEFAULT_NFE)
+    grid: str = DEFAULT_GRID
     schedule: str | None = None
     metrics: list[str] | None = None  # None: w2-exact on Gaussians, w2 + path-rms on mixtures
     samples: int = DEFAULT_SAMPLES
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    seeds: list[int] = field(default_factory=lambda: list(DEFAULT_SEEDS))
     dtype: str = "float64"
     device: str = "cpu"
     prior: str = "exact"
     denoise_final: bool = False
     tolerances: list[float] = field(default_factory=lambda: list(DEFAULT_TOLERANCES))
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.nfe is None:
+            self.nfe = list(DEFAULT_NFE)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,7 +133,9 @@ def validate(config: SweepConfig) -> tuple[list[Problem], list[Sampler]]:
             raise SweepError(f"w2-exact needs a Gaussian target; not Gaussian: {', '.join(bad)}")
     if config.samples <= 0:
         raise SweepError(f"--samples must be positive, got {config.samples}")
-    counts = config.nfe if config.nfe else config.steps
+    if config.nfe is not None and config.steps is not None:
+        raise SweepError("give --steps or --nfe, not both")
+    counts = config.nfe if config.nfe is not None else config.steps
     if not counts or any(c <= 0 for c in counts):
         raise SweepError("--steps/--nfe need positive integers")
     if config.nfe is None:
@@ -157,7 +167,7 @@ def plan_cells(config: SweepConfig) -> list[Cell]:
             on_path = paired and solver.stochastic
             if "adaptive" in solver.all_tags:
                 targets = [("tol", tol) for tol in config.tolerances]
-            elif config.nfe:
+            elif config.nfe is not None:
                 targets = [("nfe", b) for b in config.nfe]
             else:
                 targets = [("steps", s) for s in config.steps]
@@ -227,7 +237,8 @@ def run_cell(config: SweepConfig, cell: Cell) -> list[dict]:
         "solver": base.label, "solver_name": base.name, "params": json.dumps(base.params, default=str),
         "family": base.family, "stochastic": base.stochastic,
         "grid": config.grid, "seed": cell.seed, "n_samples": config.samples, "dtype": config.dtype,
-        "tolerance": cell.target if cell.mode == "tol" else math.nan, "noise_floor": math.nan,
+        "tolerance": cell.target if cell.mode == "tol" else math.nan,
+        "nfe_budget": cell.target if cell.mode == "nfe" else math.nan, "noise_floor": math.nan,
         "value": math.nan, "sample_time": math.nan, "metric_time": math.nan, "reason": "",
     }
     facts = conditions(problem.is_gaussian, config.grid, problem.schedule.name)
@@ -287,8 +298,8 @@ def _chain_cost(chain: list[Cell]) -> float:
     cost, limits = 0.0, set()
     for cell in chain:
         solver = make_solver(cell.solver)
-        steps = cell.target if cell.mode == "steps" else 64
-        cost += steps * solver.nfe_per_step * (4 if solver.stochastic else 1)
+        calls = {"steps": cell.target * solver.nfe_per_step, "nfe": cell.target}.get(cell.mode, 64)
+        cost += calls * (4 if solver.stochastic else 1)
         if cell.on_path:
             limits.add(shared_limit(solver) or solver.label)
     return cost + 4 * 3 * SDE_REFERENCE_STEPS * len(limits)

@@ -128,3 +128,24 @@ def loop_overhead(solver_name: str, steps: int = 50, n: int = 16, repeats: int =
     per_step = {name: (_best_of(fn, repeats) - base) / steps for name, fn in loops}
     per_step["ratio"] = per_step["ours"] / per_step["diffusers"]
     return per_step
+
+
+def cli_startup(commands: list[str], repeats: int = 5) -> dict[str, float]:
+    """Best wall time over `repeats` fresh processes of `bench <command> --help` for each command path
+    ('' is `bench --help`; the installed console script, else python -m bench.cli): what a user waits
+    for before any work starts."""
+    import shutil
+    import subprocess
+    import sys
+
+    entry = [shutil.which("bench") or ""] if shutil.which("bench") else [sys.executable, "-m", "bench.cli"]
+    out = {}
+    for command in commands:
+        argv = [*entry, *command.split(), "--help"]
+        best = math.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run(argv, check=True, capture_output=True)
+            best = min(best, time.perf_counter() - start)
+        out[command] = best
+    return out

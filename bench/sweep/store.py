@@ -20,7 +20,7 @@ RESULT_COLUMNS = [
     "problem", "schedule", "model", "solver", "solver_name", "params", "family", "stochastic",
     "theory_order", "theory_order_max", "theory_kind", "grid", "steps", "nfe", "seed", "metric", "value",
     "stderr", "noise_floor", "n_samples", "dtype", "status", "reason", "sample_time", "metric_time",
-    "tolerance", "stderr_plain", "path_median", "path_q90", "mode_flips",
+    "tolerance", "stderr_plain", "path_median", "path_q90", "mode_flips", "nfe_budget",
 ]
 KIND_COLUMNS = {  # columns only some kinds of study write, after RESULT_COLUMNS
     "decompose": ["component"],  # discretization (model "exact") | score | both (the tested model)

@@ -203,7 +203,7 @@ class ImageStudy(Study):
         label, budget = cell.params
         model, x_T, _, fid = _context(cfg)
         solver = make_solver(label)
-        base = _base_row(cfg, self.problem, model.schedule.name, solver)
+        base = {**_base_row(cfg, self.problem, model.schedule.name, solver), "nfe_budget": budget}
         steps = solver.steps_for_nfe(budget)
         if steps is None:
             return [{**base, "metric": "path-rms", "value": math.nan, "steps": 0, "nfe": 0,

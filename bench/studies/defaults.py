@@ -1,0 +1,10 @@
+"""The default study's settings, importable without torch (the CLI shows them in --help)."""
+
+DEFAULT_PROBLEMS = ["gauss-aniso-3d", "mix-2d", "ring-8"]
+# NFE budgets: 10, 20 and 50 exactly for every solver whose NFE per step divides them (equal-NFE
+# comparisons, bench/report/equal_nfe.py), the others at the most steps that fit; 5-200 resolves orders.
+DEFAULT_NFE = [5, 10, 20, 50, 100, 200]
+DEFAULT_TOLERANCES = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4]  # adaptive solvers
+DEFAULT_SAMPLES = 500  # per cell; exact W2 (POT emd2) costs ~0.05 s at n = 500, ~1.2 s at 2000
+DEFAULT_SEEDS = [0, 1, 2]
+DEFAULT_GRID = "logsnr"
