@@ -201,3 +201,27 @@ def test_nfe_budgets_and_skips(tmp_path):
     assert (heun.loc[8].steps == 4) and (heun.loc[8].status == "ok")
     skipped = frame[(frame.solver == "heun") & (frame.status == "skipped")]
     assert len(skipped) == 1 and "needs at least 2 NFE" in skipped.reason.iloc[0]
+
+
+@pytest.mark.parametrize("text,seeds", [("0-3", [0, 1, 2, 3]), ("0,5,7", [0, 5, 7]), ("0-2,9", [0, 1, 2, 9]),
+                                        ("4", [4]), ("1,1,0-1", [1, 0])])
+def test_seed_lists_and_ranges(text, seeds):
+    from bench.cli.options import SEEDS
+
+    assert SEEDS.convert(text, None, None) == seeds
+
+
+def test_name_lists_keep_brackets_whole():
+    from bench.cli.options import NAMES
+
+    names = NAMES.convert("ddim, ddim-eta[eta=0.5,x=1],heun", None, None)
+    assert names == ["ddim", "ddim-eta[eta=0.5,x=1]", "heun"]
+
+
+def test_every_command_parses_its_help_without_heavy_imports():
+    """Start-up stays click-only: `bench --help` must not import torch, pandas or the studies."""
+    code = ("import sys; from bench.cli.main import cli; "
+            "heavy = [m for m in ('torch', 'pandas', 'ot', 'bench.studies.analytic') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == ""

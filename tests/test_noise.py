@@ -47,3 +47,19 @@ def test_seeds_and_extra_draws():
     expected = math.sqrt(0.25) * IidNoise(5).normal(1.0, 0.75, like)
     torch.testing.assert_close(IidNoise(5).increment(1.0, 0.75, like), expected)
     assert not ZeroNoise().normal(1, 0, like).any()
+
+
+def test_brownian_tree_cache_never_changes_values():
+    """W at queried times is memoized within a byte budget: a tree with a tiny budget (everything
+    evicted) and a fresh tree per query give the same values as one warm tree."""
+    import torch
+
+    from solvers.noise import BrownianTreeNoise
+
+    like = torch.zeros(7, 3)
+    times = [0.9, 0.1, 0.5, 0.1, 0.9, 0.33, 0.5]
+    warm = BrownianTreeNoise(3, 0.0, 1.0)
+    starved = BrownianTreeNoise(3, 0.0, 1.0, cache_bytes=1)
+    for t in times:
+        fresh = BrownianTreeNoise(3, 0.0, 1.0).value(t, like)
+        assert torch.equal(warm.value(t, like), fresh) and torch.equal(starved.value(t, like), fresh)

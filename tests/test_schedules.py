@@ -117,3 +117,16 @@ def test_discrete_ddpm_matches_its_table_at_knots():
 def test_unknown_schedule_names_valid_ones():
     with pytest.raises(KeyError, match="vp-linear"):
         get_schedule("nope")
+
+
+@pytest.mark.parametrize("name", ["vp-linear", "vp-const", "vp-cosine", "ddpm-discrete", "ve", "edm",
+                                  "rectified-flow"])
+def test_memoized_scalars_are_exactly_the_five_functions(name):
+    """`scalars` (one log alpha for VP schedules) and `scaled` return bit for bit what alpha, sigma,
+    d_alpha, d_sigma, log_snr and sigma_tilde return."""
+    from analytic import get_schedule
+
+    s = get_schedule(name)
+    for t in torch.linspace(s.t_min, s.t_max, 29, dtype=torch.float64).tolist():
+        expected = tuple(float(f(t)) for f in (s.alpha, s.sigma, s.d_alpha, s.d_sigma, s.log_snr))
+        assert s.scalars(t) == expected and s.scaled(t) == (expected[0], float(s.sigma_tilde(t)))

@@ -27,6 +27,7 @@ from bench.measure.paired import PATH_METRICS, WEAK_METRICS, paired_row
 from bench.measure.reference import shared_limit
 from bench.measure.theory import conditions, theory
 from bench.studies.defaults import (  # noqa: E402 (torch-free: the CLI reads them)
+    DEFAULT_EXTEND_STEPS,
     DEFAULT_GRID,
     DEFAULT_NFE,
     DEFAULT_PROBLEMS,
@@ -54,6 +55,10 @@ class SweepConfig:
     solvers: list[str] = field(default_factory=lambda: ["all"])
     steps: list[int] | None = None  # a step ladder, or
     nfe: list[int] | None = None  # NFE budgets (neither: DEFAULT_NFE)
+    # with NFE budgets, also these step counts where they exceed the largest budget (the asymptotic
+    # levels an order fit needs for solvers of several NFE per step); None: DEFAULT_EXTEND_STEPS with
+    # the default budgets, none otherwise
+    extend_steps: list[int] | None = None
     grid: str = DEFAULT_GRID
     schedule: str | None = None
     metrics: list[str] | None = None  # None: w2-exact on Gaussians, w2 + path-rms on mixtures
@@ -68,6 +73,8 @@ class SweepConfig:
     def __post_init__(self) -> None:
         if self.steps is None and self.nfe is None:
             self.nfe = list(DEFAULT_NFE)
+            if self.extend_steps is None:
+                self.extend_steps = list(DEFAULT_EXTEND_STEPS)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -169,6 +176,8 @@ def plan_cells(config: SweepConfig) -> list[Cell]:
                 targets = [("tol", tol) for tol in config.tolerances]
             elif config.nfe is not None:
                 targets = [("nfe", b) for b in config.nfe]
+                beyond = [k for k in config.extend_steps or [] if solver.nfe(k) > max(config.nfe)]
+                targets += [("steps", k) for k in beyond]
             else:
                 targets = [("steps", s) for s in config.steps]
             for mode, target in targets:
