@@ -76,7 +76,7 @@ def test_guided_sweep_cli(tmp_path):
     assert "w=4" in result.output
     assert json.loads((out / "manifest.json").read_text())["kind"] == "guided"
     result = runner.invoke(cli, ["plot", str(out)])  # one panel per scale
-    assert result.exit_code == 0 and (out / "figures" / "error_vs_nfe.png").exists()
+    assert result.exit_code == 0 and list((out / "figures").glob("error_vs_nfe-mix-2d-path-rms.png"))
     result = runner.invoke(cli, ["report", str(out)])
     assert result.exit_code == 0 and "guided:classifier:y=2:w=4" in (out / "report.md").read_text()
     result = runner.invoke(cli, ["learned", "guided", "--label", "7", "--out", str(out)])

@@ -217,7 +217,7 @@ def test_image_run_cli_rows_and_figure(tmp_path: Path) -> None:
     again = CliRunner().invoke(cli, args)  # every cell is done: nothing is resampled
     assert again.exit_code == 0 and "path-rms" not in again.output
     assert CliRunner().invoke(cli, ["plot", str(out)]).exit_code == 0
-    assert (out / "figures" / "error_vs_nfe.png").stat().st_size > 0
+    assert [f.stat().st_size > 0 for f in (out / "figures").glob("error_vs_nfe-*-path-rms.png")] == [True]
 
 
 def test_image_cli_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -273,10 +273,11 @@ def _check_image_figures(out: Path) -> None:
 
     plotted = CliRunner().invoke(cli, ["plot", str(out)])
     assert plotted.exit_code == 0, plotted.output
-    for name in ("fid_vs_nfe", "error_vs_nfe"):  # FID and path-rms (the only metric of error_vs_nfe)
+    for name in ("fid_vs_nfe-*", "error_vs_nfe-*-path-rms"):  # FID and path-rms: <kind>-<problem>-<metric>
         for ext in ("png", "pdf"):
-            assert (out / "figures" / f"{name}.{ext}").stat().st_size > 1000, name
-            assert str(out / "figures" / f"{name}.{ext}") in plotted.output
+            files = list((out / "figures").glob(f"{name}.{ext}"))
+            assert files and all(f.stat().st_size > 1000 for f in files), name
+            assert all(str(f) in plotted.output for f in files)
 
 
 def test_image_run_cli_fid_rows_resume_and_figures(tmp_path: Path, fashion_dir: Path) -> None:

@@ -115,11 +115,20 @@ def _check_files(paths: list[Path]) -> set[str]:
     return {p.name for p in paths}
 
 
+def _stems(names: set[str], ext: str) -> set[str]:
+    return {n.rsplit(".", 1)[0] for n in names if n.endswith(f".{ext}")}
+
+
 def test_every_figure_written(results_dir: Path):
     names = _check_files(make_figures(results_dir))
-    stems = ("error_vs_nfe", "order_vs_theory", "work_precision", "fid_vs_nfe", "score_vs_discretization")
-    for stem in stems:
-        assert {f"{stem}.pdf", f"{stem}.png"} <= names, stem
+    pngs, pdfs = _stems(names, "png"), _stems(names, "pdf")
+    assert pngs == pdfs  # paper: a PDF and a PNG of each figure
+    for kind in ("error_vs_nfe", "leaderboard", "order_vs_theory", "work_precision"):
+        assert {f"{kind}-mix-2d-sw2", f"{kind}-gauss-aniso-3d-w2-exact"} <= pngs, kind
+    # mix-2d w2 has an exact and a learned model: panels of one figure, leaderboards of their own
+    assert {"error_vs_nfe-mix-2d-w2", "order_vs_theory-mix-2d-w2", "work_precision-mix-2d-w2"} <= pngs
+    assert "fid_vs_nfe-fashion-mnist-fid" in pngs and "score_vs_discretization" in pngs
+    assert "leaderboard-mix-2d-perturbed-0-3-w2" in pngs and "leaderboard-mix-2d-exact-w2" in pngs
     assert all(p.parent == results_dir / "figures" for p in make_figures(results_dir, solvers=["euler"]))
 
 
@@ -127,9 +136,11 @@ def test_slides_style_and_filters(tmp_path: Path):
     d = write_results_dir(tmp_path / "r", learned=False)
     names = _check_files(make_figures(d, style="slides", solvers=["euler", "ddim-eta*"],
                                       problems=["mix-2d"]))
+    assert not _stems(names, "pdf")  # slides: PNGs only
     # without learned-model rows the learned-model figures are skipped cleanly
-    assert "fid_vs_nfe.png" not in names and "score_vs_discretization.png" not in names
-    assert "error_vs_nfe.png" in names
+    assert not any(n.startswith(("fid_vs_nfe", "score_vs_discretization")) for n in names)
+    assert {"error_vs_nfe-mix-2d-w2.png", "leaderboard-mix-2d-sw2.png"} <= names
+    assert not any("gauss" in n for n in names)
     with pytest.raises(ResultsError, match="no rows"):
         make_figures(d, solvers=["no-such-solver"])
     with pytest.raises(ValueError, match="unknown style"):
@@ -138,11 +149,13 @@ def test_slides_style_and_filters(tmp_path: Path):
 
 def test_filters_keep_consistent_styles(results_dir: Path):
     full = load_results(results_dir)
-    assert len({s.color for s in full.styles.values()}) == len(full.styles)
+    pairs = {(s.color, s.marker) for s in full.styles.values()}
+    assert len(pairs) == len(full.styles)
     fams = {label: st.family for label, st in full.styles.items()}
     assert fams["dpmpp-2m"] == "multistep" and fams["ddim-eta[eta=1.0]"] == "sde"
-    # the same family keeps the same marker family and colour map in every figure
     assert full.styles["euler"].marker != full.styles["heun"].marker
+    # a filter never restyles a solver: the map covers the whole directory
+    assert load_results(results_dir, solvers=["heun", "rk45*"]).styles == full.styles
 
 
 def test_failed_rows_without_family_do_not_restyle_solvers(tmp_path: Path):

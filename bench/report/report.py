@@ -1,6 +1,8 @@
-"""`report.md` and `tables.tex` for a results directory: run summary (manifest), measured orders,
-fits that disagree with theory and unresolved ones (with their reasons),
-errors at NFE 10/20/50, failed runs, and the figures. Reads only the directory's files."""
+"""`report.md` and `tables.tex` for a results directory. report.md leads with the leaderboard (error at
+equal NFE 10/20/50 per problem and metric, bench/report/equal_nfe.py) and the verdict counts, then the
+run summary (manifest), the measured orders, the fits that disagree with theory and the unresolved
+ones (each with its reason), failed runs, external solvers, and the figures. Reads only the
+directory's files (figures are drawn first when figures/ has none)."""
 
 from __future__ import annotations
 
@@ -11,20 +13,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.report.equal_nfe import EQUAL_NFE_BUDGETS, Z95, error_at_nfe
 from bench.report.figures import Results, load_results, make_figures
 from bench.report.peers import external_sections
+from bench.report.results import by_cell, ok_rows, preferred_fits
 
-NFE_TARGETS = (10, 20, 50)
-FIGURE_ORDER = ("error_vs_nfe", "order_vs_theory", "work_precision", "fid_vs_nfe", "score_vs_discretization")
+NFE_TARGETS = EQUAL_NFE_BUDGETS
+VERDICTS = ("agrees", "disagrees", "unresolved")
+FIGURE_ORDER = ("leaderboard", "error_vs_nfe", "order_vs_theory", "work_precision", "fid_vs_nfe",
+                "score_vs_discretization", "decomposition")
 FIGURE_CAPTIONS = {
-    "error_vs_nfe": "Error against NFE; bands: 95 % CI over seeds; dashed: reference slopes of order 1-4; "
-                    "grey: metric noise floor.",
-    "order_vs_theory": "Measured order (95 % CI) against theoretical order; hollow: disagrees with theory, "
-                       "grey: unresolved.",
-    "work_precision": "Work-precision: error against sampling wall time.",
+    "leaderboard": "Error at equal NFE (10 and 20) per solver with 95 % CI, sorted by the error at NFE 20; "
+                   "hollow: below the noise floor.",
+    "error_vs_nfe": "Error against NFE, a panel per solver family; bands: 95 % CI (standard error); hollow: "
+                    "below 3x the noise floor or 2x the standard error (not fitted); dashed: reference "
+                    "slopes of order 1-4; grey: the noise floor where the metric has a shared one.",
+    "order_vs_theory": "Measured order (95 % CI) per solver, coloured by verdict; grey bar: the theory "
+                       "(its range for capped implementations).",
+    "work_precision": "Work-precision: error against sampling wall time, a panel per solver family.",
     "fid_vs_nfe": "FID against NFE (learned models).",
     "score_vs_discretization": "Exact score (discretization error, solid) against learned model (total "
                                "error, dashed); dash-dot: the learned model's own error.",
+    "decomposition": "Score / discretization split per solver.",
 }
 # Words in an orders.csv note and the reason they stand for (first match wins per keyword).
 NOTE_REASONS = (
@@ -60,15 +70,6 @@ def _constant(frame: pd.DataFrame, cols: tuple[str, ...]) -> tuple[list[str], di
 
 def _fmt(value: float, digits: int = 3) -> str:
     return "–" if value is None or not np.isfinite(value) else f"{value:.{digits}g}"
-
-
-def preferred_fits(orders: pd.DataFrame) -> pd.DataFrame:
-    """One fit per (problem, schedule, model, grid, metric, solver): the 'steps' axis when present,
-    else 'nfe' (adaptive solvers)."""
-    ident = ["problem", "schedule", "model", "grid", "metric", "solver"]
-    pref = (orders["axis"] != "steps").astype(int)
-    return orders.assign(_pref=pref).sort_values("_pref", kind="stable").drop_duplicates(ident).drop(
-        columns="_pref").sort_values(ident)
 
 
 def orders_table(res: Results) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -137,27 +138,59 @@ def disagreements_table(res: Results) -> pd.DataFrame:
     return verdicts_table(res, "disagrees")
 
 
-def errors_table(res: Results, targets: tuple[int, ...] = NFE_TARGETS) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Mean value over seeds at the largest NFE at or below each target (the NFE used is shown when
-    it differs from the target)."""
-    rows = res.rows[(res.rows["status"] == "ok") & np.isfinite(res.rows["value"])]
-    if rows.empty:
-        return pd.DataFrame(), {}
-    varying, fixed = _constant(rows, ("schedule", "model", "grid"))
-    keys = ["problem", *varying, "metric", "solver"]
+def _nfe_text(nfe: float) -> str:
+    return str(int(nfe)) if float(nfe).is_integer() else f"{nfe:.3g}"
+
+
+def equal_nfe_cell(row: pd.Series, metric: str) -> str:
+    """'0.012 ± 0.001', 'exact' in place of the CI for w2-exact, '< floor' below the noise floor and the
+    NFE used in parentheses when it differs from the budget: '0.012 ± 0.001 < floor (9)'."""
+    text = _fmt(row["value"])
+    if metric == "w2-exact":
+        text += " exact"
+    elif np.isfinite(row["stderr"]):
+        text += f" ± {Z95 * row['stderr']:.2g}"
+    if row["below_floor"]:
+        text += " < floor"
+    if row["nfe"] != row["budget"]:
+        text += f" ({_nfe_text(row['nfe'])})"
+    return text
+
+
+def leaderboard_tables(res: Results, budgets: tuple[int, ...] = NFE_TARGETS
+                       ) -> list[tuple[str, pd.DataFrame]]:
+    """(heading, table) per problem and metric (and schedule/model/grid where they vary): the error at
+    each NFE budget per solver, ranked by the error at the largest budget, then the smaller ones."""
     out = []
-    for values, grp in rows.groupby(keys, sort=True):
-        record = dict(zip(keys, values, strict=True))
-        for target in targets:
-            below = grp[grp["nfe"] <= target]
-            if below.empty:
-                record[f"NFE {target}"] = "–"
-                continue
-            nfe = below["nfe"].max()
-            value = below.loc[below["nfe"] == nfe, "value"].mean()
-            record[f"NFE {target}"] = _fmt(value) + ("" if nfe == target else f" (@{int(nfe)})")
-        out.append(record)
-    return pd.DataFrame(out), fixed
+    for labels, rows in by_cell(ok_rows(res.rows, positive=False)):
+        table = error_at_nfe(rows, budgets)
+        if table.empty:
+            continue
+        metric = labels[-1]
+        values = table.pivot_table(index="solver", columns="budget", values="value", aggfunc="first")
+        cols = sorted(values.columns, reverse=True)
+        ranked = values.sort_values(cols, na_position="last").index
+        cells = table.assign(text=[equal_nfe_cell(r, metric) for _, r in table.iterrows()])
+        wide = cells.pivot_table(index="solver", columns="budget", values="text", aggfunc="first")
+        wide = wide.reindex(index=ranked, columns=sorted(values.columns)).fillna("–")
+        wide.columns = [f"NFE {int(b)}" for b in wide.columns]
+        families = table.drop_duplicates("solver").set_index("solver")["family"]
+        wide.insert(0, "family", families.reindex(wide.index).to_numpy())
+        wide.insert(0, "solver", wide.index)
+        wide.insert(0, "rank", range(1, len(wide) + 1))
+        out.append((f"{', '.join(labels[:-1])}: {metric}", wide.reset_index(drop=True)))
+    return out
+
+
+def verdict_counts(res: Results) -> pd.DataFrame:
+    """Fits per verdict (one per solver and cell, see preferred_fits), per problem and overall."""
+    if res.orders is None or res.orders.empty:
+        return pd.DataFrame()
+    fits = preferred_fits(res.orders)
+    counts = pd.crosstab(fits["problem"], fits["verdict"]).reindex(columns=list(VERDICTS), fill_value=0)
+    counts.loc["all"] = counts.sum()
+    counts["fits"] = counts.sum(axis=1)
+    return counts.reset_index().rename(columns={"index": "problem"}).rename_axis(columns=None)
 
 
 def failures_table(res: Results) -> pd.DataFrame:
@@ -222,8 +255,9 @@ def _fixed_text(fixed: dict[str, str]) -> str:
 def _latex(frame: pd.DataFrame, caption: str, label: str) -> str:
     if frame.empty:
         return f"% {caption}: no rows\n"
-    return frame.to_latex(index=False, escape=True, caption=caption, label=f"tab:{label}", position="htbp",
-                          longtable=len(frame) > 40)
+    tex = frame.to_latex(index=False, escape=True, caption=caption, label=f"tab:{label}", position="htbp",
+                         longtable=len(frame) > 40)
+    return tex.replace("±", r"$\pm$").replace("–", "--")  # no unicode symbols for pdflatex
 
 
 def _figures(res: Results, style: str, solvers: list[str] | None, problems: list[str] | None) -> list[Path]:
@@ -238,26 +272,58 @@ def _figures(res: Results, style: str, solvers: list[str] | None, problems: list
     return sorted(figdir.glob("*.png"), key=rank)
 
 
+def _leaderboard_lines(boards: list[tuple[str, pd.DataFrame]]) -> list[str]:
+    targets = "/".join(str(t) for t in NFE_TARGETS)
+    lines = [
+        f"## Leaderboard: error at equal NFE {targets}", "",
+        "Mean over seeds at the NFE budget (bench/report/equal_nfe.py): cells placed at that budget, else "
+        "the largest NFE at or below it (an adaptive solver: its tolerance whose mean NFE is the largest "
+        "at or below it); (n): the NFE used where it differs from the budget. ± half the 95 % CI from the "
+        "standard error; exact: w2-exact is computed, not sampled; < floor: below the noise floor. "
+        "Ranked by the error at the largest budget.", "",
+    ]
+    if not boards:
+        return lines + ["_no successful rows_", ""]
+    for heading, table in boards:
+        lines += [f"### {heading}", "", table.to_markdown(index=False), ""]
+    return lines
+
+
+def _figure_lines(figures: list[Path]) -> list[str]:
+    lines = ["## Figures", ""]
+    kind = None
+    for fig in figures:
+        base = next((s for s in FIGURE_ORDER if fig.stem.startswith(s)), "")
+        if base != kind:
+            kind = base
+            lines += [f"### {base or 'other'}", "", f"*{FIGURE_CAPTIONS.get(base, '')}*", ""]
+        lines += [f"![{fig.stem}](figures/{fig.name})", ""]
+    return lines
+
+
 def write_report(results_dir: Path, style: str = "paper", solvers: list[str] | None = None,
                  problems: list[str] | None = None) -> Path:
     """Write report.md and tables.tex into the results directory (figures made first if missing)."""
     res = load_results(results_dir, solvers, problems)
     figures = _figures(res, style, solvers, problems)
+    boards = leaderboard_tables(res)
+    counts = verdict_counts(res)
     run = manifest_table(res)
     orders, orders_fixed = orders_table(res)
     disagree = disagreements_table(res)
     unresolved = verdicts_table(res, "unresolved")
-    errors, errors_fixed = errors_table(res)
     failures = failures_table(res)
 
     filters = ""
     if solvers or problems:
         filters = f"Filtered to solvers {solvers or 'all'}, problems {problems or 'all'}.\n\n"
-    targets = "/".join(str(t) for t in NFE_TARGETS)
-    lines = [
-        f"# Solver benchmark report: {res.directory.name}", "",
-        filters + "## Run", "", "" if res.manifest else "_no manifest.json in the directory_\n",
-        _markdown(run, ""), "",
+    lines = [f"# Solver benchmark report: {res.directory.name}", "", filters]
+    lines += _leaderboard_lines(boards)
+    lines += [
+        "## Verdicts", "",
+        "Order fits per verdict (one fit per solver, problem and metric: the steps axis where present).", "",
+        _markdown(counts, "no orders.csv, or no fits in it"), "",
+        "## Run", "", "" if res.manifest else "_no manifest.json in the directory_\n", _markdown(run, ""), "",
     ]
     if res.manifest and res.manifest.get("config"):
         lines += ["<details><summary>config</summary>", "", "```json",
@@ -275,28 +341,25 @@ def write_report(results_dir: Path, style: str = "paper", solvers: list[str] | N
         "Neither agreement nor disagreement can be claimed; the reason says why (too few levels above "
         "the noise floor or the standard error, local slopes still drifting, or a CI too wide).", "",
         _markdown(unresolved, "none"), "",
-        f"## Error at NFE {targets}", "",
-        _fixed_text(errors_fixed) + "Mean over seeds at the largest NFE at or below the target; "
-        "(@n) marks the NFE used when it differs.", "",
-        _markdown(errors, "no successful rows"), "",
         "## Failed runs", "", _markdown(failures, "none"), "",
     ]
     lines += external_sections(res.rows, res.orders, _markdown)
-    lines += ["## Figures", ""]
-    for fig in figures:
-        base = next((s for s in FIGURE_ORDER if fig.stem.startswith(s)), "")
-        caption = FIGURE_CAPTIONS.get(base, fig.stem)
-        lines += [f"![{fig.stem}](figures/{fig.name})", "", f"*{caption}*", ""]
+    lines += _figure_lines(figures)
     report = res.directory / "report.md"
     report.write_text("\n".join(lines))
 
+    flat = pd.concat([t.assign(cell=h) for h, t in boards], ignore_index=True) if boards else pd.DataFrame()
+    if not flat.empty:
+        flat = flat[["cell", *[c for c in flat.columns if c != "cell"]]]
+    targets = "/".join(str(t) for t in NFE_TARGETS)
     tex = [
         "% Tables of the solver benchmark; needs \\usepackage{booktabs} (and longtable for long tables).",
+        _latex(flat, f"Error at equal NFE {targets}", "errors"),
+        _latex(counts, "Order fits per verdict", "verdicts"),
         _latex(run.assign(value=run["value"].str.replace("`", "", regex=False)), "Run summary", "run"),
         _latex(orders, "Measured orders of convergence", "orders"),
         _latex(disagree, "Solvers that disagree with theory", "disagree"),
         _latex(unresolved, "Unresolved order fits", "unresolved"),
-        _latex(errors, f"Error at NFE {targets} (largest NFE at or below the target)", "errors"),
         _latex(failures, "Failed runs", "failures"),
     ]
     (res.directory / "tables.tex").write_text("\n".join(tex))

@@ -1,8 +1,18 @@
-"""One visual language for every figure: a colour family and a marker family per solver family,
-shades and marker variants within a family, and two sizes ("paper" single column, "slides")."""
+"""One visual language for every figure: a fixed colour and marker per solver, panels by solver family,
+and two sizes: "paper" (single column, 3.3 in wide, small type; PDF and PNG) and "slides" (PNG).
+
+Solver styles are deterministic and computed once per results directory (before any --solvers filter),
+so a solver looks the same in every figure of it. The solvers of each family are ordered by the
+registry (theory order, then name; labels the registry does not know, such as ddim-eta[eta=0.5] or
+peers, after them by label), and the i-th takes colour i mod 8 and marker (i + i div 8 + a family
+offset) mod 8: up to 8 solvers of a family, hence every panel (8 consecutive ones), have 8 different
+colours, and no two solvers of a directory share colour and marker (the registered ones never do). A
+study with every registered solver (the default study) therefore styles each solver the same in every
+run."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -13,36 +23,39 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter
 
-FAMILIES = ("ode-singlestep", "multistep", "sde", "adaptive")
+from solvers import make_solver, names
+from solvers.external import PREFIXES
+
+FAMILIES = ("ode-singlestep", "multistep", "sde", "adaptive", "peers", "other")
 FAMILY_LABELS = {"ode-singlestep": "ODE single-step", "multistep": "multistep", "sde": "SDE",
-                 "adaptive": "adaptive"}
-# Sequential colormap per family: solvers take evenly spaced shades of their family's map.
-FAMILY_CMAPS = {"ode-singlestep": "Blues", "multistep": "Greens", "sde": "Reds", "adaptive": "Purples",
-                "other": "Greys"}
-# The first marker is the family's own; later solvers of the family cycle through the rest.
-FAMILY_MARKERS = {"ode-singlestep": ("o", "h", "p", "8"), "multistep": ("s", "D", "d", "P"),
-                  "sde": ("^", "v", "<", ">"), "adaptive": ("X", "*", "H", "+"),
-                  "other": ("x", "1", "2", "3")}
+                 "adaptive": "adaptive", "peers": "peers (external)", "other": "other"}
+# tab10 without its grey (kept for references and floors) and olive: distinguishable, colour-blind safe
+# in pairs of different lightness; the markers tell the lines apart in greyscale
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "p")
+MAX_LINES = 8  # solver lines per panel
 
 
 @dataclass(frozen=True)
 class Size:
-    """Figure geometry and type sizes of one style."""
+    """Figure geometry, type sizes and output formats of one style."""
 
     width: float  # inches, whole figure
-    panel_height: float  # inches per row of panels
+    panel_height: float  # inches per row of panels (axes only)
     max_cols: int
     font: float
     line: float
     marker: float
     context: str
+    formats: tuple[str, ...]  # file types written per figure
+    dpi: int  # of the PNG
 
 
 STYLES = {
-    "paper": Size(width=3.4, panel_height=1.65, max_cols=2, font=6.5, line=0.9, marker=3.0,
-                  context="paper"),
-    "slides": Size(width=11.0, panel_height=3.4, max_cols=3, font=14.0, line=2.0, marker=7.0,
-                   context="talk"),
+    "paper": Size(width=3.3, panel_height=1.05, max_cols=2, font=6.0, line=0.8, marker=2.6,
+                  context="paper", formats=("pdf", "png"), dpi=300),
+    "slides": Size(width=12.0, panel_height=2.8, max_cols=4, font=12.0, line=1.6, marker=5.5,
+                   context="talk", formats=("png",), dpi=150),
 }
 
 
@@ -54,36 +67,56 @@ def get_size(style: str) -> Size:
 
 @dataclass(frozen=True)
 class SolverStyle:
-    color: tuple[float, float, float]
+    color: str
     marker: str
-    family: str
+    family: str  # panel family: one of FAMILIES
+    slot: int  # position in the directory's order (family, registry order); panels list solvers so
+
+
+def panel_family(label: str, family: str) -> str:
+    """The family panel a solver is drawn in: external samplers in 'peers', unknown families in 'other'."""
+    if str(label).startswith(PREFIXES):
+        return "peers"
+    return family if family in FAMILIES[:4] else "other"
+
+
+MARKER_OFFSETS = {"ode-singlestep": 0, "multistep": 2, "sde": 4, "adaptive": 6, "peers": 7, "other": 5}
+
+
+@functools.cache
+def registered_slots() -> dict[str, tuple[int, str]]:
+    """Position in the registry's order (family, theory order, name) and family of every registered
+    solver that can be built with its defaults."""
+    keys = []
+    for name in names():
+        try:
+            solver = make_solver(name)
+        except Exception:  # a plugin that cannot be built with defaults: styled as an unknown label
+            continue
+        family = panel_family(name, solver.family)
+        keys.append((FAMILIES.index(family), float(solver.order or 0), name, family))
+    return {name: (slot, family) for slot, (_, _, name, family) in enumerate(sorted(keys))}
 
 
 def solver_styles(solvers: Iterable[tuple[str, str]]) -> dict[str, SolverStyle]:
-    """Colour and marker for each (solver label, family), stable for a given set of solvers.
+    """Colour, marker and panel family for each (solver label, family) of a results directory; a label
+    keeps the first family given for it."""
+    known = registered_slots()
+    families: dict[str, str] = {}
+    for label, family in solvers:
+        families.setdefault(str(label), panel_family(label, family))
 
-    Pass every solver of the results directory at once (known families first) so that all
-    figures agree."""
-    by_family: dict[str, list[str]] = {}
-    seen: set[str] = set()
-    for label, family in solvers:  # a label keeps the first family given for it
-        if label in seen:
-            continue
-        seen.add(label)
-        by_family.setdefault(family if family in FAMILIES else "other", []).append(label)
+    def rank(label: str) -> tuple:
+        fam = FAMILIES.index(families[label])
+        return (fam, 0, known[label][0], "") if label in known else (fam, 1, 0, label)
+
     out: dict[str, SolverStyle] = {}
-    for fam, labels in by_family.items():
-        cmap = mpl.colormaps[FAMILY_CMAPS[fam]]
-        n = len(labels)
-        markers = FAMILY_MARKERS[fam]
-        for k, label in enumerate(labels):
-            shade = 0.85 if n == 1 else 0.95 - 0.5 * k / (n - 1)  # dark to mid, never washed out
-            out[label] = SolverStyle(tuple(cmap(shade)[:3]), markers[k % len(markers)], fam)
+    position: dict[str, int] = {}
+    for slot, label in enumerate(sorted(families, key=rank)):
+        fam = families[label]
+        i = position[fam] = position.get(fam, -1) + 1
+        out[label] = SolverStyle(PALETTE[i % 8], MARKERS[(i + i // 8 + MARKER_OFFSETS[fam]) % 8], fam, slot)
     return out
-
-
-def family_of(family: str) -> str:
-    return family if family in FAMILIES else "other"
 
 
 @contextmanager
@@ -93,11 +126,13 @@ def use_style(style: str) -> Iterator[Size]:
     rc = {
         "font.size": size.font, "axes.titlesize": size.font, "axes.labelsize": size.font,
         "xtick.labelsize": size.font * 0.9, "ytick.labelsize": size.font * 0.9,
-        "legend.fontsize": size.font * 0.9, "legend.title_fontsize": size.font,
+        "legend.fontsize": size.font * 0.85, "legend.title_fontsize": size.font * 0.9,
         "lines.linewidth": size.line, "lines.markersize": size.marker, "axes.linewidth": 0.6,
         "grid.linewidth": 0.4, "xtick.major.width": 0.6, "ytick.major.width": 0.6,
         "xtick.minor.width": 0.4, "ytick.minor.width": 0.4, "pdf.fonttype": 42, "ps.fonttype": 42,
-        "savefig.bbox": "tight", "savefig.pad_inches": 0.02, "axes.titlepad": 3.0,
+        "savefig.bbox": "standard",  # constrained layout fills the figure: no second draw to trim it
+        "savefig.pad_inches": 0.02, "axes.titlepad": 3.0,
+        "figure.constrained_layout.h_pad": 0.02, "figure.constrained_layout.w_pad": 0.02,
     }
     with mpl.rc_context():
         sns.set_theme(context=size.context, style="ticks", rc=rc)
