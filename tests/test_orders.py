@@ -208,3 +208,15 @@ def test_euler_maruyama_strong_order_one_on_a_gaussian():
     other = sample(em, model, times, x_T.clone(), brownian_noise(problem, 1)).x
     assert path_rms(other, ref.x) > 10 * errors[-1]
     assert torch.isfinite(ref.x).all()
+
+
+def test_three_levels_cannot_disagree_five_can():
+    """Two local slopes cannot show that they have settled: a clean order-2 fit over three levels
+    against theory 4 is unresolved; over five levels it disagrees."""
+    from bench.measure.orders import verdict
+
+    rng = np.random.default_rng(0)
+    for levels, expected in ((3, "unresolved"), (5, "disagrees")):
+        steps = 2.0 ** np.arange(2, 2 + levels)
+        errors = steps**-2.0 * np.exp(0.01 * rng.standard_normal(levels))
+        assert verdict(fit_order(steps, errors), 4.0, 4.0, 0.15)[0] == expected, levels

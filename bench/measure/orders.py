@@ -30,8 +30,9 @@ implementation caps the nominal order). `verdict` is three-valued, tol = 0.15 fo
 - agrees: the CI overlaps [theory - tol, theory_max + tol], is no wider than CI_MAX_WIDTH, and so
   does the finest local slope (within 2 of its standard errors);
 - disagrees: the CI excludes that band, so does the finest local slope (within 2 of its standard
-  errors), and the finest local slopes have settled: the last two agree within tol, with a standard
-  error of their difference below tol, and the last three do not climb or fall by more than tol;
+  errors), and the finest local slopes have settled: there are at least three (four usable levels),
+  the last two agree within tol, with a standard error of their difference below tol, and the last
+  three do not climb or fall by more than tol;
 - unresolved otherwise, with the reason: too few levels above the floor or standard error, local
   slopes still drifting, or a CI too wide to decide.
 """
@@ -231,12 +232,13 @@ def verdict(fit: OrderFit, low: float, high: float, tol: float) -> tuple[str, st
 
 
 def _settled(fit: OrderFit, tol: float) -> bool:
-    """The finest local slopes have stopped moving: the last two agree within tol and their difference
-    is measured to within tol; and the last three do not climb or fall monotonically by more than tol."""
+    """The finest local slopes have stopped moving: there are three at least, the last two agree within
+    tol and their difference is measured to within tol, and the last three do not climb or fall
+    monotonically by more than tol."""
     s, se = fit.local_slopes, fit.local_se
-    if len(s) < 2 or abs(s[-1] - s[-2]) > tol or math.hypot(se[-1], se[-2]) > tol:
-        return False
-    return not (len(s) >= 3 and (s[-1] - s[-2]) * (s[-2] - s[-3]) > 0 and abs(s[-1] - s[-3]) > tol)
+    if len(s) < 3 or abs(s[-1] - s[-2]) > tol or math.hypot(se[-1], se[-2]) > tol:
+        return False  # two slopes (three levels) cannot show that they have stopped moving
+    return not ((s[-1] - s[-2]) * (s[-2] - s[-3]) > 0 and abs(s[-1] - s[-3]) > tol)
 
 
 NO_ORDER_METRICS = ("fid", "mode-flips")

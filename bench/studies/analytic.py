@@ -55,9 +55,9 @@ class SweepConfig:
     solvers: list[str] = field(default_factory=lambda: ["all"])
     steps: list[int] | None = None  # a step ladder, or
     nfe: list[int] | None = None  # NFE budgets (neither: DEFAULT_NFE)
-    # with NFE budgets, also these step counts where they exceed the largest budget (the asymptotic
-    # levels an order fit needs for solvers of several NFE per step); None: DEFAULT_EXTEND_STEPS with
-    # the default budgets, none otherwise
+    # with NFE budgets, also these step counts where they are at least twice the steps of the largest
+    # budget (the asymptotic levels an order fit needs for solvers of several NFE per step); None:
+    # DEFAULT_EXTEND_STEPS with the default budgets, none otherwise
     extend_steps: list[int] | None = None
     grid: str = DEFAULT_GRID
     schedule: str | None = None
@@ -176,7 +176,8 @@ def plan_cells(config: SweepConfig) -> list[Cell]:
                 targets = [("tol", tol) for tol in config.tolerances]
             elif config.nfe is not None:
                 targets = [("nfe", b) for b in config.nfe]
-                beyond = [k for k in config.extend_steps or [] if solver.nfe(k) > max(config.nfe)]
+                finest = solver.steps_for_nfe(max(config.nfe)) or 0
+                beyond = [k for k in config.extend_steps or [] if k >= 2 * finest]
                 targets += [("steps", k) for k in beyond]
             else:
                 targets = [("steps", s) for s in config.steps]

@@ -4,8 +4,8 @@ DEFAULT_PROBLEMS = ["gauss-aniso-3d", "mix-2d", "ring-8"]
 # NFE budgets: 10, 20 and 50 exactly for every solver whose NFE per step divides them (equal-NFE
 # comparisons, bench/report/equal_nfe.py), the others at the most steps that fit; 5-200 resolves orders.
 DEFAULT_NFE = [5, 10, 20, 50, 100, 200]
-# and 256 steps (NFE 256 to 1536), the finest level of the former 4-256 step ladder: solvers of several
-# NFE per step need it in the asymptotic regime of their order fits (at NFE 200 rk4 has 50 steps)
+# and 256 steps, the finest level of the former 4-256 step ladder, for solvers whose NFE 200 run has at
+# most 128 steps (several NFE per step: at NFE 200 rk4 has 50): their order fits need the level
 DEFAULT_EXTEND_STEPS = [256]
 DEFAULT_TOLERANCES = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4]  # adaptive solvers
 DEFAULT_SAMPLES = 500  # per cell; exact W2 (POT emd2) costs ~0.05 s at n = 500, ~1.2 s at 2000
