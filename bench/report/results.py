@@ -46,7 +46,7 @@ TIME_LABEL = "sampling wall time [s]"
 # what the noise_floor column holds, per metric (bench/measure/metrics.py and reference.py,
 # bench/studies/images/run.py)
 FLOOR_SOURCES = {
-    "path-rms": "reference vs. half its steps",  # the reference's self-check, sweep and image-run alike
+    "path-rms": "reference vs. half its steps",  # the reference's self-check, sweep and images run alike
     "path-median": "reference vs. half its steps",
     **{m: "two exact samples" for m in ("w2", "sw2", "sinkhorn", "mmd-sample")},
     # bench/measure/paired.py: the norm with no signal plus the reference's Richardson correction

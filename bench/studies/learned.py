@@ -176,7 +176,7 @@ def load_checkpoint(path: str | Path) -> Trained:
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
         raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}") from None
     if not isinstance(data, dict) or data.get("format") != "dsb-score-mlp-1":
-        raise CheckpointError(f"{path} is not a `bench train-score` checkpoint")
+        raise CheckpointError(f"{path} is not a `bench learned train` checkpoint")
     config = TrainConfig(**data["config"])
     problem = get_problem(config.problem, config.schedule)
     net = ScoreMLP(problem.dim, config.width, config.depth)

@@ -59,7 +59,7 @@ def perturbed_model(problem: Problem, kind: str, size: float, seed: int = 0) -> 
 
 
 def parse_model_spec(spec: str, problem: Problem) -> Model:
-    """"exact" | "perturb:bias=S" | "perturb:noise=S" | a checkpoint path from `bench train-score`."""
+    """"exact" | "perturb:bias=S" | "perturb:noise=S" | a checkpoint path from `bench learned train`."""
     if spec == "exact":
         return analytic_model(problem)
     if spec.startswith("perturb:"):

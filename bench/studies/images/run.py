@@ -1,4 +1,4 @@
-"""`bench image-run`: every solver at every NFE budget on a learned image model, from the same
+"""`bench images run`: every solver at every NFE budget on a learned image model, from the same
 initial noise, scored by path-rms against a high-NFE reference (and FID when bench.studies.images.fid exists).
 
 Reference (documented choice), from bench/measure/reference.py as in every study: deterministic
@@ -38,7 +38,7 @@ REFERENCE_SOLVER = "dpmpp-3m"
 
 
 class ImageRunError(ValueError):
-    """Bad image-run input (one-line message)."""
+    """Bad images-run input (one-line message)."""
 
 
 @dataclass
@@ -152,7 +152,7 @@ def _reference(cfg: ImageRunConfig, solver: Solver) -> tuple[torch.Tensor, float
 
 @dataclass
 class ImageStudy(Study):
-    """`bench image-run`: every solver at every NFE budget on a learned image model from the same
+    """`bench images run`: every solver at every NFE budget on a learned image model from the same
     initial noise; a chain is one solver (the model, x_T and references are loaded once per process).
     A directory keeps its model and FID settings: a rerun with --fid-dataset adds FID to the cells
     sampled without it."""
