@@ -65,17 +65,21 @@ class Schedule(ABC):
     def t_of_sigma_tilde(self, s: TimeLike) -> Tensor:
         return self.t_of_log_snr(-torch.log(_t(s)))
 
-    def scalars(self, t: float) -> tuple[float, float, float, float, float]:
-        """(alpha, sigma, d_alpha, d_sigma, log_snr) at a scalar t as floats, memoized per instance
-        (a sampler visits each grid time several times; like a scheduler's precomputed tables)."""
-        t = float(t)
-        cache = self.__dict__.setdefault("_scalar_cache", {})
+    def _memo(self, name: str, t: float, compute: Callable[[float], tuple]) -> tuple:
+        """compute(t), memoized per instance in the dict attribute `name` (cleared at 65536 times)."""
+        cache = self.__dict__.setdefault(name, {})
         hit = cache.get(t)
         if hit is None:
             if len(cache) >= 65536:
                 cache.clear()
-            hit = cache[t] = tuple(float(v) for v in self._scalar_values(_t(t)))
+            hit = cache[t] = compute(t)
         return hit
+
+    def scalars(self, t: float) -> tuple[float, float, float, float, float]:
+        """(alpha, sigma, d_alpha, d_sigma, log_snr) at a scalar t as floats, memoized per instance
+        (a sampler visits each grid time several times; like a scheduler's precomputed tables)."""
+        return self._memo("_scalar_cache", float(t),
+                          lambda t: tuple(float(v) for v in self._scalar_values(_t(t))))
 
     def _scalar_values(self, t: Tensor) -> tuple[Tensor, ...]:
         """(alpha, sigma, d_alpha, d_sigma, log_snr) at t; subclasses may share intermediate work
@@ -85,14 +89,8 @@ class Schedule(ABC):
     def scaled(self, t: float) -> tuple[float, float]:
         """(alpha, sigma~) at a scalar t as floats, memoized per instance: the scale of x and the noise
         level of x / alpha that EDM-style solvers step in."""
-        t = float(t)
-        cache = self.__dict__.setdefault("_scaled_cache", {})
-        hit = cache.get(t)
-        if hit is None:
-            if len(cache) >= 65536:
-                cache.clear()
-            hit = cache[t] = (float(self.alpha(t)), float(self.sigma_tilde(t)))
-        return hit
+        return self._memo("_scaled_cache", float(t),
+                          lambda t: (float(self.alpha(t)), float(self.sigma_tilde(t))))
 
     def prime(self, times: Tensor) -> None:
         """Fill the `scalars` cache for a whole grid with five vectorized evaluations."""

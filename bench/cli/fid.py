@@ -7,10 +7,12 @@ from pathlib import Path
 
 import click
 
+from bench.cli.options import stacked
+
 CACHE = click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
                      help="Cache directory [default: $XDG_CACHE_HOME or ~/.cache, /diffusion-solver-bench].")
 # `bench images run` spells these --fid-dataset, --fid-reference, --fid-extractor, --fid-data-root
-REFERENCE = [
+_reference_options = stacked(
     click.option("--dataset", required=True,
                  help="fashion-mnist, cifar10 or folder:PATH (the training split)."),
     click.option("--reference", type=click.IntRange(min=2), default=2000, show_default=True,
@@ -21,29 +23,18 @@ REFERENCE = [
                  help="Directory of the data set."),
     click.option("--batch", type=click.IntRange(min=1), default=50, show_default=True),
     CACHE,
-]
-
-
-def _reference_options(fn):
-    for option in reversed(REFERENCE):
-        fn = option(fn)
-    return fn
+)
 
 
 def _reference_stats(dataset: str, reference: int, extractor: str, data_root: Path | None, batch: int,
                      cache_dir: Path | None):
     """(extractor, statistics, path, whether they were cached) of the first `reference` training images."""
     from bench.studies.images import fid
-    from bench.studies.images.data import load_dataset, to_uint8
 
     ex = fid.make_extractor(extractor, cache_dir)
     path = fid.stats_file(dataset, ex, reference, cache_dir)
     cached = path.exists()
-
-    def images():
-        yield to_uint8(load_dataset(dataset, data_root, subset=reference))
-
-    return ex, fid.reference_stats(images(), ex, dataset, reference, cache_dir, batch), path, cached
+    return ex, fid.dataset_stats(dataset, ex, reference, data_root, cache_dir, batch), path, cached
 
 
 @click.group("fid")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from bench.cli.options import INTS, NAMES, SEEDS, check_device, command_line, out_option
+from bench.cli.options import INTS, NAMES, SEEDS, check_device, command_line, out_option, stacked
 from bench.studies.defaults import DEFAULT_GRID
 
-FID_OPTIONS = [  # `bench fid ref` spells the same options without the fid- prefix
+_fid_options = stacked(  # `bench fid ref` spells the same options without the fid- prefix
     click.option("--fid-dataset", default=None,
                  help="Also score FID of each cell's samples against this dataset's training images "
                       "(fashion-mnist, cifar10 or folder:PATH)."),
@@ -26,13 +26,7 @@ FID_OPTIONS = [  # `bench fid ref` spells the same options without the fid- pref
     click.option("--fid-cache-dir", type=click.Path(path_type=Path), default=None,
                  help="Cache of Inception weights and reference statistics "
                       "[default: $XDG_CACHE_HOME or ~/.cache, /diffusion-solver-bench]."),
-]
-
-
-def _fid_options(fn):
-    for option in reversed(FID_OPTIONS):
-        fn = option(fn)
-    return fn
+)
 
 
 def _opt_str(path: Path | None) -> str | None:

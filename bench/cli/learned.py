@@ -18,6 +18,7 @@ from bench.cli.options import (
     out_option,
     problem_option,
     sampling_options,
+    stacked,
 )
 
 DEFAULT_SOLVERS = "ddim,heun,dpmpp-2m,dpm-solver-3"
@@ -33,6 +34,20 @@ def _exact_sampling(study: str, device: str, dtype: str) -> None:
     if device != "cpu" or dtype != "float64":
         raise click.BadParameter(f"{study} runs on cpu in float64 (its exact references need it); got "
                                  f"--device {device} --dtype {dtype}")
+
+
+def _study_options(steps: str, seeds: str):
+    """--solvers, --steps, --seeds, --samples, the sampling options, --jobs and --out of the studies
+    on exact problems with a learned or guided model (decompose, guided)."""
+    return stacked(
+        click.option("--solvers", type=NAMES, default=DEFAULT_SOLVERS, show_default=True,
+                     help="Comma list of ODE solvers."),
+        click.option("--steps", type=INTS, default=steps, show_default=True, help="Step counts."),
+        click.option("--seeds", type=SEEDS, default=seeds, show_default=True,
+                     help="Seeds: list and/or ranges."),
+        click.option("--samples", type=click.IntRange(min=1), default=500, show_default=True),
+        sampling_options(), jobs_option, out_option(required=True),
+    )
 
 
 def _progress():
@@ -85,14 +100,7 @@ def train_cmd(problems, parameterization, width, depth, train_steps, samples, ba
 @problem_option("mix-2d", single=True)
 @click.option("--model", "model_spec", required=True,
               help="A checkpoint from `bench learned train`, perturb:bias=SIZE or perturb:noise=SIZE.")
-@click.option("--solvers", type=NAMES, default=DEFAULT_SOLVERS, show_default=True,
-              help="Comma list of ODE solvers.")
-@click.option("--steps", type=INTS, default="4,8,16,32,64,128,256", show_default=True, help="Step counts.")
-@click.option("--seeds", type=SEEDS, default="0-2", show_default=True, help="Seeds: list and/or ranges.")
-@click.option("--samples", type=click.IntRange(min=1), default=500, show_default=True)
-@sampling_options()
-@jobs_option
-@out_option(required=True)
+@_study_options(steps="4,8,16,32,64,128,256", seeds="0-2")
 def decompose_cmd(problems, model_spec, solvers, steps, seeds, samples, grid, schedule, device, dtype, jobs,
                   out) -> None:
     """Per (solver, steps): error with the exact score (discretization), of the reference solver with
@@ -123,14 +131,7 @@ def decompose_cmd(problems, model_spec, solvers, steps, seeds, samples, grid, sc
               help="Class (component index) to guide to.")
 @click.option("--guidance", type=click.Choice(["classifier", "cfg"]), default="classifier", show_default=True)
 @click.option("--scales", type=FLOATS, default="0,1,2,4,8", show_default=True, help="Guidance scales w.")
-@click.option("--solvers", type=NAMES, default=DEFAULT_SOLVERS, show_default=True,
-              help="Comma list of ODE solvers.")
-@click.option("--steps", type=INTS, default="4,8,16,32,64", show_default=True, help="Step counts.")
-@click.option("--seeds", type=SEEDS, default="0-1", show_default=True, help="Seeds: list and/or ranges.")
-@click.option("--samples", type=click.IntRange(min=1), default=500, show_default=True)
-@sampling_options()
-@jobs_option
-@out_option(required=True)
+@_study_options(steps="4,8,16,32,64", seeds="0-1")
 def guided_cmd(problems, label, guidance, scales, solvers, steps, seeds, samples, grid, schedule, device,
                dtype, jobs, out) -> None:
     """Exact classifier / classifier-free guidance: each solver's path-rms to the same guided PF-ODE

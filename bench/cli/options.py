@@ -37,38 +37,44 @@ class NameList(click.ParamType):
         return names
 
 
-class IntList(click.ParamType):
+class _NumberList(click.ParamType):
+    """A comma list of numbers parsed by `number`, described as `what` in messages."""
+
+    number: Callable[[str], float] = float
+    what = "numbers"
+
+    def check(self, values: list, value: Any, param, ctx) -> None:
+        """Fail on values this list refuses (here: none given)."""
+        if not values:
+            self.fail("needs at least one number", param, ctx)
+
+    def convert(self, value: Any, param, ctx) -> list:
+        if isinstance(value, list):
+            return value
+        try:
+            values = [self.number(v) for v in str(value).replace(" ", "").split(",") if v]
+        except ValueError:
+            self.fail(f"takes comma-separated {self.what}, got {value!r}", param, ctx)
+        self.check(values, value, param, ctx)
+        return values
+
+
+class IntList(_NumberList):
     """A comma list of positive integers ("4,8,16")."""
 
     name = "N,N,..."
+    number = int
+    what = "integers"
 
-    def convert(self, value: Any, param, ctx) -> list[int]:
-        if isinstance(value, list):
-            return value
-        try:
-            values = [int(v) for v in str(value).replace(" ", "").split(",") if v]
-        except ValueError:
-            self.fail(f"takes comma-separated integers, got {value!r}", param, ctx)
+    def check(self, values: list, value: Any, param, ctx) -> None:
         if not values or min(values) <= 0:
             self.fail(f"takes positive integers, got {value!r}", param, ctx)
-        return values
 
 
-class FloatList(click.ParamType):
+class FloatList(_NumberList):
     """A comma list of numbers ("0,0.5,2")."""
 
     name = "X,X,..."
-
-    def convert(self, value: Any, param, ctx) -> list[float]:
-        if isinstance(value, list):
-            return value
-        try:
-            values = [float(v) for v in str(value).replace(" ", "").split(",") if v]
-        except ValueError:
-            self.fail(f"takes comma-separated numbers, got {value!r}", param, ctx)
-        if not values:
-            self.fail("needs at least one number", param, ctx)
-        return values
 
 
 class SeedList(click.ParamType):
@@ -122,23 +128,28 @@ def problem_option(default: str | None, single: bool = False) -> Decorator:
                              f"problems){shown}.")
 
 
-def sampling_options(device_help: str = "cpu or cuda[:k].") -> Decorator:
-    """--grid, --schedule, --device and --dtype: the same meaning in every command that samples."""
+def stacked(*options: Decorator) -> Decorator:
+    """One decorator applying `options` in the order written (as if stacked above the function)."""
 
     def wrap(fn: Callable) -> Callable:
-        for option in reversed([
-            click.option("--grid", default=DEFAULT_GRID, show_default=True,
-                         help="Time grid, parameters in brackets (bench list grids)."),
-            click.option("--schedule", default=None, help="Override the problems' noise schedule "
-                         "(bench list schedules)."),
-            click.option("--device", default="cpu", show_default=True, help=device_help),
-            click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float64",
-                         show_default=True, help="Sampling precision."),
-        ]):
+        for option in reversed(options):
             fn = option(fn)
         return fn
 
     return wrap
+
+
+def sampling_options(device_help: str = "cpu or cuda[:k].") -> Decorator:
+    """--grid, --schedule, --device and --dtype: the same meaning in every command that samples."""
+    return stacked(
+        click.option("--grid", default=DEFAULT_GRID, show_default=True,
+                     help="Time grid, parameters in brackets (bench list grids)."),
+        click.option("--schedule", default=None, help="Override the problems' noise schedule "
+                     "(bench list schedules)."),
+        click.option("--device", default="cpu", show_default=True, help=device_help),
+        click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float64",
+                     show_default=True, help="Sampling precision."),
+    )
 
 
 def out_option(required: bool = False, help: str = "Output directory; rerun with the same --out to "

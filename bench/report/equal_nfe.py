@@ -14,7 +14,8 @@ import math
 
 import pandas as pd
 
-Z95 = 1.959963984540054
+from bench.measure.paired import Z95
+
 EQUAL_NFE_BUDGETS = (10, 20, 50)
 COLUMNS = ["problem", "metric", "solver", "family", "budget", "nfe", "steps", "value", "stderr", "ci_low",
            "ci_high", "noise_floor", "below_floor", "n_seeds"]

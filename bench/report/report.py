@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.report.equal_nfe import EQUAL_NFE_BUDGETS, Z95, error_at_nfe
+from bench.measure.paired import Z95
+from bench.report.equal_nfe import EQUAL_NFE_BUDGETS, error_at_nfe
 from bench.report.figures import Results, load_results, make_figures
 from bench.report.peers import external_sections
 from bench.report.results import by_cell, ok_rows, preferred_fits

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from bench.measure.orders import FLOOR_FACTOR, STDERR_FACTOR
-from bench.report.equal_nfe import Z95
+from bench.measure.paired import Z95
 from bench.report.style import SolverStyle, solver_styles
 
 RESULT_COLUMNS = (

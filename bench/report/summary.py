@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.report.equal_nfe import EQUAL_NFE_BUDGETS, error_at_nfe
+from bench.report.results import load_results
 
 WIDTH = 100
 HEADLINE = {"gaussian": ("w2-exact",), "mixture": ("mmd", "path-rms")}  # what --summary headline shows
@@ -70,9 +71,9 @@ def metric_table(orders: pd.DataFrame, errors: pd.DataFrame, problem: str, metri
 def terminal_summary(out: Path, headline: bool = True) -> str:
     """The summary of results directory `out`: one block per problem and metric (with `headline`, only
     w2-exact on Gaussian problems and mmd, path-rms on mixtures), then a count of cells not ok."""
-    frame = pd.read_csv(Path(out) / "results.csv")
-    orders_path = Path(out) / "orders.csv"
-    orders = pd.read_csv(orders_path) if orders_path.exists() else pd.DataFrame(columns=["problem", "metric"])
+    res = load_results(out)
+    frame = res.rows
+    orders = res.orders if res.orders is not None else pd.DataFrame(columns=["problem", "metric"])
     errors = error_at_nfe(frame)
     ok = frame[frame.status == "ok"]
     blocks = []

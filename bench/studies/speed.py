@@ -138,7 +138,8 @@ def cli_startup(commands: list[str], repeats: int = 5) -> dict[str, float]:
     import subprocess
     import sys
 
-    entry = [shutil.which("bench") or ""] if shutil.which("bench") else [sys.executable, "-m", "bench.cli"]
+    script = shutil.which("bench")
+    entry = [script] if script else [sys.executable, "-m", "bench.cli"]
     out = {}
     for command in commands:
         argv = [*entry, *command.split(), "--help"]

@@ -13,7 +13,7 @@ import contextlib
 import importlib.util
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+
+from bench.studies.images.data import load_dataset, to_uint8
 
 INCEPTION = "inception-v3-compat"
 TINY = "dsb-tiny"
@@ -242,6 +244,17 @@ def reference_stats(images: Tensor | Iterable[Tensor], extractor: FeatureExtract
     np.savez(tmp, mu=stats["mu"], sigma=stats["sigma"])
     tmp.replace(path)
     return stats
+
+
+def dataset_stats(dataset: str, extractor: FeatureExtractorBase, n: int, data_root: Path | None = None,
+                  cache: Path | None = None, batch_size: int = 50) -> Stats:
+    """`reference_stats` of the first `n` training images of `dataset` (load_dataset's names); the
+    images are read only when the statistics are not cached."""
+
+    def images() -> Iterator[Tensor]:
+        yield to_uint8(load_dataset(dataset, data_root, subset=n))
+
+    return reference_stats(images(), extractor, dataset, n, cache, batch_size)
 
 
 def fid(images: Tensor | Iterable[Tensor], ref_stats: Stats, extractor: FeatureExtractorBase,

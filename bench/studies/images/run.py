@@ -16,7 +16,6 @@ import importlib.util
 import json
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -76,12 +75,7 @@ class FIDHook:
         root = self.root = Path(cfg.fid_data_root) if cfg.fid_data_root else None
         try:
             self.extractor = fid.make_extractor(cfg.fid_extractor, cache)
-
-            def images() -> Iterator[torch.Tensor]:  # read only when the statistics are not cached
-                yield to_uint8(load_dataset(cfg.fid_dataset, root, subset=cfg.fid_reference))
-
-            self.stats = fid.reference_stats(images(), self.extractor, cfg.fid_dataset, cfg.fid_reference,
-                                             cache)
+            self.stats = fid.dataset_stats(cfg.fid_dataset, self.extractor, cfg.fid_reference, root, cache)
         except fid.FIDError as exc:
             raise ImageRunError(str(exc)) from None
 
