@@ -18,14 +18,17 @@ FAMILY_SHORT = {"ode-singlestep": "ode-1step", "multistep": "multistep", "sde": 
 
 
 def _order(row: pd.Series | None) -> tuple[str, str, str]:
-    """(theory, measured [CI], verdict) of an orders.csv row."""
-    if row is None or (isinstance(row.get("order"), float) and math.isnan(row["order"])):
+    """(theory, measured [CI], verdict) of an orders.csv row; a fit without an order (too few levels
+    above the floor) still shows its theory and verdict."""
+    if row is None:
         return "–", "–", ""
     theory = row["theory"]
     theory_text = "–" if pd.isna(theory) else f"{theory:g}"
     if not pd.isna(row.get("theory_max")) and row["theory_max"] != theory:
         theory_text += f"–{row['theory_max']:g}"
-    measured = f"{row['order']:.2f} [{row['ci_low']:.2f},{row['ci_high']:.2f}]"
+    measured = "–"
+    if not pd.isna(row["order"]):
+        measured = f"{row['order']:.2f} [{row['ci_low']:.2f},{row['ci_high']:.2f}]"
     return theory_text, measured, str(row.get("verdict") or "")
 
 
