@@ -39,7 +39,7 @@ def images_group() -> None:
 
 
 @images_group.command("train")
-@click.option("--dataset", required=True, help="cifar10, fashion-mnist or folder:PATH")
+@click.option("--dataset", required=True, help="digits, fashion-mnist, cifar10 or folder:PATH")
 @out_option(required=True, help="Run directory (resumable).")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
               help="Fashion-MNIST idx directory or CIFAR-10 torchvision root.")
@@ -56,14 +56,17 @@ def images_group() -> None:
 @click.option("--log-every", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Training seed.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:k] (bf16 autocast on cuda).")
+@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop with a checkpoint after this much wall time (a rerun continues).")
 def train_cmd(dataset: str, out: Path, data_root: Path | None, download: bool, subset: int | None,
               train_steps: int, batch: int, lr: float, width: int, ema: float, checkpoint_every: int,
-              log_every: int, seed: int, device: str) -> None:
+              log_every: int, seed: int, device: str, max_minutes: float | None) -> None:
     """Train an eps-prediction UNet with EMA on the ddpm-discrete schedule (diffusers layout)."""
     from bench.studies.images.train import TrainConfig, train
 
     cfg = TrainConfig(dataset, out, data_root, subset, train_steps, batch, lr, width, ema, checkpoint_every,
-                      log_every, seed, check_device(device), download)
+                      log_every, seed, check_device(device), download,
+                      None if max_minutes is None else 60 * max_minutes)
     summary = train(cfg, click.echo)
     click.echo(f"{out}: {summary['steps']} steps, {summary['parameters']:,} parameters; "
                f"loss curve in {out / 'loss.png'}; load with --model {out}")

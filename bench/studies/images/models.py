@@ -26,12 +26,18 @@ class ModelLoadError(ValueError):
 
 
 def resolve_dir(name: str | Path) -> Path:
-    """A local directory, or a Hugging Face repo id found in the local cache (never downloads)."""
+    """A shipped model's name (bench/models), a local directory, or a Hugging Face repo id found in the
+    local cache (never downloads)."""
+    from bench.studies.images.ship import shipped
+
     path = Path(name)
     if path.is_dir():
         return path
+    if str(name) in shipped():
+        return shipped()[str(name)]
     if path.exists() or path.is_absolute() or str(name).startswith(".") or str(name).count("/") != 1:
-        raise ModelLoadError(f"model {name} is neither a directory nor an org/name in the Hugging Face cache")
+        raise ModelLoadError(f"model {name} is neither a shipped model ({', '.join(shipped()) or 'none'}), a "
+                             "directory nor an org/name in the Hugging Face cache")
     from huggingface_hub import snapshot_download
 
     try:
