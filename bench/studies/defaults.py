@@ -11,3 +11,8 @@ DEFAULT_TOLERANCES = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4]  # adaptive solvers
 DEFAULT_SAMPLES = 500  # per cell; exact W2 (POT emd2) costs ~0.05 s at n = 500, ~1.2 s at 2000
 DEFAULT_SEEDS = [0, 1, 2]
 DEFAULT_GRID = "logsnr"
+# The deterministic fixed-step solvers of the exact-vs-learned link on images (ranking comparisons,
+# GPU FID): every family once or twice, 12 solvers, each runs at NFE 5, 10 and 20.
+LINK_SOLVERS = ["ddim", "euler", "heun", "dpm-solver-2", "dpm-solver-3", "dpmpp-2s", "dpmpp-2m", "dpmpp-3m",
+                "deis-3", "ipndm", "unipc-2", "unipc-3"]
+LINK_NFE = [5, 10, 20]
