@@ -10,8 +10,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from analytic import image_problems
 from analytic.schedules import SCHEDULES, Schedule, get_schedule
-from analytic.targets import GaussianMixture
+from analytic.targets import GaussianMixture, IsotropicMixture
 
 
 class ProblemError(ValueError):
@@ -22,10 +23,11 @@ class ProblemError(ValueError):
 class Problem:
     name: str
     description: str
-    target: GaussianMixture
+    target: GaussianMixture | IsotropicMixture
     schedule: Schedule
     t_min: float
     t_max: float
+    image_shape: tuple[int, int, int] | None = None  # (C, H, W) of problems fitted to images
 
     @property
     def dim(self) -> int:
@@ -38,7 +40,7 @@ class Problem:
     def coefficients(self, t: float | Tensor) -> tuple[float, float]:
         return float(self.schedule.alpha(t)), float(self.schedule.sigma(t))
 
-    def marginal(self, t: float | Tensor) -> GaussianMixture:
+    def marginal(self, t: float | Tensor) -> GaussianMixture | IsotropicMixture:
         """The exact law p_t of x_t."""
         return self.target.noised(*self.coefficients(t))
 
@@ -116,7 +118,7 @@ BUILTIN: dict[str, tuple[str, object]] = {
 
 def builtin_problem(name: str, schedule: str = "vp-linear") -> Problem:
     if name not in BUILTIN:
-        raise ProblemError(f"unknown problem {name!r}; valid: {', '.join(BUILTIN)} or a JSON file")
+        raise ProblemError(f"unknown problem {name!r}; valid: {', '.join(problem_names())} or a JSON file")
     description, factory = BUILTIN[name]
     sched = get_schedule(schedule)
     return Problem(name, description, factory(), sched, sched.t_min, sched.t_max)
@@ -196,10 +198,39 @@ def load_problem_file(path: str | Path) -> Problem:
         raise ProblemError(f"{path}: {exc}") from None
 
 
+def image_problem(name: str, schedule: str = "vp-linear") -> Problem:
+    """A problem fitted to real images (analytic/image_problems.py)."""
+    try:
+        info = image_problems.describe(name)
+        target, shape = image_problems.image_target(name)
+    except (image_problems.ImageProblemError, ValueError) as exc:
+        raise ProblemError(str(exc)) from None
+    if schedule not in SCHEDULES:
+        raise ProblemError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+    sched = get_schedule(schedule)
+    return Problem(name, info["description"], target, sched, sched.t_min, sched.t_max, shape)
+
+
+def problem_names() -> list[str]:
+    """Every built-in problem: the small mixtures and those fitted to images."""
+    return [*BUILTIN, *image_problems.names()]
+
+
+def describe_problem(name: str) -> dict:
+    """name, dim, components, gaussian, description of a built-in problem, without fitting one."""
+    if name in BUILTIN:
+        p = builtin_problem(name)
+        return {"name": name, "dim": p.dim, "components": p.target.k, "gaussian": p.is_gaussian,
+                "description": BUILTIN[name][0]}
+    return {"name": name, **image_problems.describe(name)}
+
+
 def get_problem(name_or_path: str, schedule: str | None = None) -> Problem:
     """A built-in problem by name, or a JSON problem file; `schedule` overrides its schedule."""
     if name_or_path in BUILTIN:
         return builtin_problem(name_or_path, schedule or "vp-linear")
+    if image_problems.is_image_problem(name_or_path.split("[")[0]):
+        return image_problem(name_or_path, schedule or "vp-linear")
     if name_or_path.endswith(".json") or Path(name_or_path).exists():
         problem = load_problem_file(name_or_path)
         if schedule is not None:
@@ -208,4 +239,5 @@ def get_problem(name_or_path: str, schedule: str | None = None) -> Problem:
             problem.schedule = get_schedule(schedule)
             problem.t_min, problem.t_max = problem.schedule.t_min, problem.schedule.t_max
         return problem
-    raise ProblemError(f"unknown problem {name_or_path!r}; valid: {', '.join(BUILTIN)} or a JSON file")
+    raise ProblemError(f"unknown problem {name_or_path!r}; valid: {', '.join(problem_names())} "
+                       "or a JSON file")

@@ -9,6 +9,7 @@ at small sigma), the density and denoiser project onto U_k.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -16,7 +17,16 @@ import torch
 from torch import Tensor
 
 _CACHE_ELEMENTS = 1 << 18  # per-block (K, d, block) intermediates: 1 MiB in float32, within L2
+_NOISED_ELEMENTS = 1 << 25  # memoized noised laws: at most ~256 MiB of covariances (float64)
 _LOG2E = 1.0 / math.log(2.0)
+
+
+def _digest(*tensors: Tensor) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().contiguous().numpy().tobytes())
+    return h.digest()
 
 
 def _transposed(m: Tensor) -> Tensor:
@@ -62,15 +72,28 @@ def _score_block(x: Tensor, half_prec: Tensor, const: Tensor, shifts: Tensor, ou
 class GaussianMixture:
     """sum_k weights[k] N(means[k], covs[k]) in R^d, parameters held in float64."""
 
-    def __init__(self, weights: Tensor, means: Tensor, covs: Tensor):
+    def __init__(self, weights: Tensor, means: Tensor, covs: Tensor,
+                 eig: tuple[Tensor, Tensor] | None = None):
+        """`eig`: the covariances' eigenvalues (K, d) and eigenvectors (K, d, d) when already known."""
         self.weights = torch.as_tensor(weights, dtype=torch.float64)
         self.means = torch.as_tensor(means, dtype=torch.float64)
         self.covs = torch.as_tensor(covs, dtype=torch.float64)
         self.k, self.dim = self.means.shape
-        self.evals, self.evecs = torch.linalg.eigh(self.covs)  # (K, d), (K, d, d)
+        if eig is None:  # (K, d), (K, d, d); a fitted covariance with constant pixels has l ~ -1e-17
+            evals, evecs = torch.linalg.eigh(self.covs)
+            eig = evals.clamp_min(0.0), evecs
+        self.evals, self.evecs = eig
         self.log_weights = torch.log(self.weights)
         self._cast_cache: dict[tuple, tuple[Tensor, ...]] = {}
         self._terms_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self._noised_cache: dict[tuple[float, float], GaussianMixture] = {}
+        self._key: bytes | None = None
+
+    def key(self) -> bytes:
+        """A digest of the parameters (cache key of quantities fixed per law)."""
+        if self._key is None:
+            self._key = _digest(self.weights, self.means, self.covs)
+        return self._key
 
     @property
     def is_gaussian(self) -> bool:
@@ -85,9 +108,17 @@ class GaussianMixture:
         return torch.einsum("k,kij->ij", self.weights, self.covs) + spread
 
     def noised(self, alpha: float, sigma: float) -> GaussianMixture:
-        """The law of alpha x_0 + sigma eps."""
-        eye = torch.eye(self.dim, dtype=torch.float64)
-        return GaussianMixture(self.weights, alpha * self.means, alpha**2 * self.covs + sigma**2 * eye)
+        """The law of alpha x_0 + sigma eps (same eigenvectors; memoized, a few per large law)."""
+        key = (float(alpha), float(sigma))
+        hit = self._noised_cache.get(key)
+        if hit is None:
+            if len(self._noised_cache) >= max(2, _NOISED_ELEMENTS // self.covs.numel()):
+                self._noised_cache.clear()
+            eye = torch.eye(self.dim, dtype=torch.float64)
+            hit = self._noised_cache[key] = GaussianMixture(
+                self.weights, alpha * self.means, alpha**2 * self.covs + sigma**2 * eye,
+                eig=(alpha**2 * self.evals + sigma**2, self.evecs))
+        return hit
 
     # -- sampling ----------------------------------------------------------------------------
     def sample(self, n: int, generator: torch.Generator | None = None, alpha: float = 1.0,
@@ -96,7 +127,11 @@ class GaussianMixture:
         comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         std = torch.sqrt(alpha**2 * self.evals + sigma**2)  # (K, d)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-        x = alpha * self.means[comp] + torch.einsum("nij,nj->ni", self.evecs[comp], std[comp] * z)
+        x = alpha * self.means[comp]
+        for k in range(self.k):  # per component: one GEMM, never an (n, d, d) gather
+            rows = (comp == k).nonzero()[:, 0]
+            if len(rows):
+                x[rows] += (std[k] * z[rows]) @ self.evecs[k].T
         return x.to(dtype)
 
     # -- closed-form quantities ----------------------------------------------------------------
@@ -160,10 +195,9 @@ class GaussianMixture:
         reductions over K and d run over contiguous rows; columns are processed in blocks small enough
         for every intermediate to stay in cache. The responsibilities are normalised powers of 2
         (torch's float32 exp2 is ~5x faster than exp on CPU)."""
-        half_prec, const = self._log2_terms(x, alpha, sigma)
         if self.k == 1:  # a Gaussian: the score is affine, no responsibilities
-            prec = half_prec[0] * (scale / (0.5 * _LOG2E))
-            return (x - alpha * self._params(x)[1][0]) @ prec  # C^-1 is symmetric
+            return self._gaussian_scaled_score(x, alpha, sigma, scale)
+        half_prec, const = self._log2_terms(x, alpha, sigma)
         shifts = alpha * self._params(x)[1][:, :, None]  # (K, d, 1)
         xt = _transposed(x)
         out = torch.empty_like(xt)
@@ -171,6 +205,18 @@ class GaussianMixture:
         for start in range(0, xt.shape[1], block):
             _score_block(xt[:, start:start + block], half_prec, const, shifts, out[:, start:start + block])
         return _transposed(out.mul_(scale / (0.5 * _LOG2E)))
+
+    def _gaussian_scaled_score(self, x: Tensor, alpha: float, sigma: float, scale: float) -> Tensor:
+        """scale C^-1 (x - alpha mu) for K = 1: with the precision matrix when it is memoized or the batch
+        has more than d / 2 rows (building C^-1 costs 2 d^3, applying it 2 n d^2), else through the
+        eigenbasis, (x - alpha mu) U diag(scale / var) U^T (4 n d^2, nothing built per noise level)."""
+        centred = x - alpha * self._params(x)[1][0]
+        key = (float(alpha), float(sigma), x.dtype, x.device)
+        if key in self._terms_cache or 2 * len(x) > self.dim:
+            prec = self._log2_terms(x, alpha, sigma)[0][0] * (scale / (0.5 * _LOG2E))
+            return centred @ prec  # C^-1 is symmetric
+        evals, basis = self._params(x)[2][0], self._params(x)[3]
+        return ((centred @ basis) * (scale / (alpha * alpha * evals + sigma * sigma))) @ basis.T
 
     def score(self, x: Tensor, alpha: float = 1.0, sigma: float = 0.0) -> Tensor:
         """grad_x log p(x) of the noised law: -sum_k r_k(x) C_k^-1 (x - alpha mu_k)."""
@@ -190,3 +236,126 @@ class GaussianMixture:
 
     def responsibilities(self, x: Tensor, alpha: float = 1.0, sigma: float = 0.0) -> Tensor:
         return torch.softmax(self._project(x, alpha, sigma)[2], dim=-1)
+
+
+class IsotropicMixture:
+    """sum_i weights[i] N(means[i], var I) in R^d: components sharing one isotropic covariance; with
+    var = 0, point masses (an empirical law of N images: the exact score of real data).
+
+    The noised law is the same kind with var' = alpha^2 var + sigma^2, so every evaluation is one GEMM
+    against the N means for the responsibilities r_i(x) = softmax_i(log w_i - |x - alpha mu_i|^2 / 2 var')
+    (|x|^2 drops out of the softmax) and one for E[mu | x] = sum_i r_i mu_i (Karras et al. 2022, eq. 57
+    for point masses); blocks of rows keep the (n, N) logits small. Parameters in float64; evaluations
+    in x's dtype.
+    """
+
+    _BLOCK_ELEMENTS = 1 << 22  # (rows, N) logits per block
+
+    def __init__(self, weights: Tensor, means: Tensor, var: float = 0.0):
+        self.weights = torch.as_tensor(weights, dtype=torch.float64)
+        self.means = torch.as_tensor(means, dtype=torch.float64)
+        self.var = float(var)
+        self.k, self.dim = self.means.shape
+        self.log_weights = torch.log(self.weights)
+        self._cast_cache: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
+        self._noised_cache: dict[tuple[float, float], IsotropicMixture] = {}
+        self._key: bytes | None = None
+
+    @property
+    def is_gaussian(self) -> bool:
+        return self.k == 1
+
+    def key(self) -> bytes:
+        if self._key is None:
+            self._key = _digest(self.weights, self.means, torch.tensor([self.var], dtype=torch.float64))
+        return self._key
+
+    def mean(self) -> Tensor:
+        return self.weights @ self.means
+
+    def cov(self) -> Tensor:
+        centred = self.means - self.mean()
+        return (centred.T * self.weights) @ centred + self.var * torch.eye(self.dim, dtype=torch.float64)
+
+    def noised(self, alpha: float, sigma: float) -> IsotropicMixture:
+        key = (float(alpha), float(sigma))
+        if key not in self._noised_cache:
+            if len(self._noised_cache) >= 64:
+                self._noised_cache.clear()
+            self._noised_cache[key] = IsotropicMixture(self.weights, alpha * self.means,
+                                                       alpha * alpha * self.var + sigma * sigma)
+        return self._noised_cache[key]
+
+    def sample(self, n: int, generator: torch.Generator | None = None, alpha: float = 1.0,
+               sigma: float = 0.0, dtype: torch.dtype = torch.float64) -> Tensor:
+        comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+        return (alpha * self.means[comp] + math.sqrt(alpha * alpha * self.var + sigma * sigma) * z).to(dtype)
+
+    def _params(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """log weights, means (N, d) and squared norms |mu_i|^2, in x's dtype and device."""
+        key = (x.dtype, x.device)
+        if key not in self._cast_cache:
+            self._cast_cache[key] = tuple(p.to(dtype=x.dtype, device=x.device) for p in (
+                self.log_weights, self.means, (self.means * self.means).sum(1)))
+        return self._cast_cache[key]
+
+    def _blocks(self, x: Tensor, alpha: float, sigma: float, fn) -> None:
+        """fn(rows, log-responsibility logits (m, N) up to a per-row constant) per block of rows."""
+        log_w, means, sq = self._params(x)
+        var = alpha * alpha * self.var + sigma * sigma
+        block = max(1, self._BLOCK_ELEMENTS // self.k)
+        for start in range(0, len(x), block):
+            rows = slice(start, start + block)
+            logits = torch.addmm(log_w - (0.5 * alpha * alpha / var) * sq, x[rows], means.T,
+                                 alpha=alpha / var)
+            fn(rows, logits, var)
+
+    def denoise(self, x: Tensor, alpha: float, sigma: float) -> Tensor:
+        """E[x_0 | x_t = x] = sum_i r_i (mu_i + s (x - alpha mu_i)), s = alpha var / C."""
+        mean_mu = self._mean_component(x, alpha, sigma)
+        if self.var == 0:
+            return mean_mu
+        shrink = alpha * self.var / (alpha * alpha * self.var + sigma * sigma)
+        return (1 - alpha * shrink) * mean_mu + shrink * x
+
+    def responsibilities(self, x: Tensor, alpha: float = 1.0, sigma: float = 0.0) -> Tensor:
+        out = torch.empty(len(x), self.k, dtype=x.dtype, device=x.device)
+
+        def fill(rows: slice, logits: Tensor, var: float) -> None:
+            out[rows] = torch.softmax(logits, dim=1)
+
+        self._blocks(x, alpha, sigma, fill)
+        return out
+
+    def score(self, x: Tensor, alpha: float = 1.0, sigma: float = 0.0) -> Tensor:
+        """-sum_i r_i (x - alpha mu_i) / C = (alpha E[mu | x] - x) / C, C = alpha^2 var + sigma^2."""
+        var = alpha * alpha * self.var + sigma * sigma
+        mean_mu = self._mean_component(x, alpha, sigma)
+        return (alpha * mean_mu - x) / var
+
+    def eps(self, x: Tensor, alpha: float, sigma: float) -> Tensor:
+        return -sigma * self.score(x, alpha, sigma)
+
+    def _mean_component(self, x: Tensor, alpha: float, sigma: float) -> Tensor:
+        """E[mu_I | x]: the responsibility-weighted component mean."""
+        means = self._params(x)[1]
+        out = torch.empty_like(x)
+
+        def fill(rows: slice, logits: Tensor, var: float) -> None:
+            torch.mm(torch.softmax(logits, dim=1), means, out=out[rows])
+
+        self._blocks(x, alpha, sigma, fill)
+        return out
+
+    def log_prob(self, x: Tensor, alpha: float = 1.0, sigma: float = 0.0) -> Tensor:
+        var = alpha * alpha * self.var + sigma * sigma
+        out = torch.empty(len(x), dtype=x.dtype, device=x.device)
+        norm = -0.5 * self.dim * math.log(2 * math.pi * var)
+
+        def fill(rows: slice, logits: Tensor, var: float) -> None:
+            xr = x[rows]
+            out[rows] = torch.logsumexp(logits, dim=1) - 0.5 * (xr * xr).sum(1) / var + norm
+
+        self._blocks(x, alpha, sigma, fill)
+        return out

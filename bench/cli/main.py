@@ -111,14 +111,12 @@ def list_solvers(fmt: str, tag: str | None, external: bool) -> None:
 @list_cmd.command("problems")
 @FORMAT
 def list_problems(fmt: str) -> None:
-    """Built-in problems (any JSON problem file works too)."""
-    from analytic import BUILTIN, get_problem
+    """Built-in problems (any JSON problem file works too; default schedule vp-linear, any --schedule)."""
+    from analytic import describe_problem, problem_names
 
-    rows = []
-    for name, (description, _) in BUILTIN.items():
-        p = get_problem(name)
-        rows.append({"name": name, "dim": p.dim, "components": p.target.k, "gaussian": p.is_gaussian,
-                     "schedule": p.schedule.name, "description": description})
+    rows = [describe_problem(name) for name in problem_names()]
+    for row in rows:
+        row["description"] = row.pop("description")  # last column
     _emit(rows, fmt)
 
 

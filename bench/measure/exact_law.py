@@ -105,6 +105,87 @@ def output_law(sampler: Sampler, model: Model, times: Tensor, prior_mean: Tensor
     return GaussianLaw(out[0], spread.T @ spread, end)
 
 
+class _EigenNoise(NoiseSource):
+    """Draw j is U 1 (every eigen-direction at once) in batch row `offset + j`, and U r_j in the check
+    row `check` (r_j a fixed random vector), zero elsewhere."""
+
+    def __init__(self, basis: Tensor, offset: int, slots: int, check: int, seed: int = 1):
+        self.basis, self.offset, self.slots, self.check, self.draws = basis, offset, slots, check, 0
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def normal(self, t0: float, t1: float, like: Tensor) -> Tensor:
+        z = torch.zeros_like(like).view(len(like), -1)
+        j = self.draws
+        self.draws += 1
+        if j < self.slots:
+            z[self.offset + j] = self.basis.sum(1).to(z)
+            r = torch.randn(self.basis.shape[1], generator=self.gen, dtype=torch.float64)
+            z[self.check] = (self.basis @ r).to(z)
+        return z.view_as(like)
+
+    def extra(self, t: float, k: int, like: Tensor) -> Tensor:
+        return self.normal(t, t, like)
+
+
+@dataclass
+class DiagonalLaw:
+    """A Gaussian law N(mean, U diag(variances) U^T) in a known orthonormal basis U."""
+
+    mean: Tensor
+    variances: Tensor
+    end: SampleResult
+
+
+def eigen_output_law(sampler: Sampler, model: Model, times: Tensor, prior_mean: Tensor, basis: Tensor,
+                     prior_vars: Tensor, denoise_final: bool = False, tol: float = 1e-8) -> DiagonalLaw:
+    """`output_law` for a Gaussian target whose covariance is diagonal in the orthonormal `basis` U,
+    with the prior N(prior_mean, U diag(prior_vars) U^T).
+
+    A solver that combines states, model outputs and noise with scalar coefficients is then diagonal
+    in U: x_out = m + U diag(a) U^T (x_T - m_T) + sum_j U diag(b_j) U^T xi_j, i.e. d independent 1-D
+    problems. So 2 + draws probes give every a_i and b_ji at once (x_T - m_T = U sqrt(prior_vars); xi_j
+    = U 1), instead of 1 + d (1 + draws); two more probes with random coefficients check the diagonal
+    structure (ProbeError if it does not hold to `tol`)."""
+    dim = prior_mean.numel()
+    mean = prior_mean.to(torch.float64).reshape(1, dim)
+    basis = basis.to(torch.float64)
+    draws = 0
+    if sampler.stochastic:
+        counter = _CountingNoise()
+        sampler.run(model, times, mean.clone(), counter, denoise_final=denoise_final)
+        draws = counter.draws
+    std = prior_vars.to(torch.float64).clamp_min(0).sqrt()
+    r = torch.randn(dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = mean.repeat(4 + draws, 1)  # rows: 0 mean, 1 U std, 2 U (std r), 3 noise check, 4.. noise draws
+    x[1] += basis @ std
+    x[2] += basis @ (std * r)
+    noise = _EigenNoise(basis, 4, draws, 3)
+    end = sampler.run(model, times, x, noise, denoise_final=denoise_final)
+    if noise.draws > draws:
+        raise ProbeError(f"{sampler.label} drew more noise on the probe run than on its counting run")
+    out = end.x.to(torch.float64).reshape(len(x), -1)
+    coords = (out[1:] - out[0]) @ basis  # U^T (out_k - out_0)
+    gain, noise_gain = coords[0], coords[3:]
+    scale = float(coords.abs().max()) + 1e-300
+    check_gen = torch.Generator().manual_seed(1)
+    noise_check = sum((torch.randn(dim, generator=check_gen, dtype=torch.float64) * b for b in noise_gain),
+                      torch.zeros(dim, dtype=torch.float64))
+    if (float((coords[1] - gain * r).abs().max()) > tol * scale
+            or float((coords[2] - noise_check).abs().max()) > tol * scale):
+        raise ProbeError(f"{sampler.label} is not diagonal in the target's eigenbasis")
+    return DiagonalLaw(out[0], gain**2 + (noise_gain**2).sum(0), end)
+
+
+def diagonal_w2(m1: Tensor, v1: Tensor, m2: Tensor, v2: Tensor) -> float:
+    """W2 between N(m1, U diag(v1) U^T) and N(m2, U diag(v2) U^T): the covariances commute, so
+    W2^2 = |m1 - m2|^2 + sum_i (sqrt v1_i - sqrt v2_i)^2, each term as (v1 - v2)^2 / (sqrt v1 + sqrt v2)^2
+    (no cancellation when the variances are close)."""
+    v1, v2 = v1.to(torch.float64).clamp_min(0), v2.to(torch.float64).clamp_min(0)
+    root_sum = v1.sqrt() + v2.sqrt()
+    cov = torch.where(root_sum > 0, (v1 - v2) ** 2 / root_sum.clamp_min(1e-300) ** 2, torch.zeros_like(v1))
+    return math.sqrt(float(((m1.to(torch.float64) - m2.to(torch.float64)) ** 2).sum()) + float(cov.sum()))
+
+
 def end_law(problem: Problem, end: SampleResult) -> tuple[Tensor, Tensor]:
     """(mean, cov) of the exact law at a run's end on a Gaussian target: p_{t_end}; the data law at
     t_end = 0 (sigma = 0, whatever t is there); with `tweedie_law`, the law of E[x0 | x_t] for

@@ -40,13 +40,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from analytic.targets import GaussianMixture
+from analytic.targets import GaussianMixture, IsotropicMixture
 
 WEAK_METRICS: tuple[str, ...] = ("weak-mean", "weak-cov", "weak-bump", "mmd")
 PATH_METRICS: tuple[str, ...] = ("path-rms", "path-median")
@@ -95,20 +93,23 @@ class WeakFamily:
     bandwidth: float
 
 
-def weak_family(law: GaussianMixture) -> WeakFamily:
-    """The family for an exact law, a deterministic function of the law (cached)."""
-    return _family(law.weights.numpy().tobytes(), law.means.numpy().tobytes(), law.covs.numpy().tobytes(),
-                   law.k, law.dim)
+def weak_family(law: GaussianMixture | IsotropicMixture) -> WeakFamily:
+    """The family for an exact law, a deterministic function of the law (cached by its digest)."""
+    key = law.key()
+    if key not in _FAMILIES:
+        if len(_FAMILIES) >= 64:
+            _FAMILIES.clear()
+        _FAMILIES[key] = _family(law)
+    return _FAMILIES[key]
 
 
-@lru_cache(maxsize=64)
-def _family(w: bytes, m: bytes, c: bytes, k: int, d: int) -> WeakFamily:
-    law = GaussianMixture(torch.from_numpy(np.frombuffer(w).copy()),
-                          torch.from_numpy(np.frombuffer(m).copy()).reshape(k, d),
-                          torch.from_numpy(np.frombuffer(c).copy()).reshape(k, d, d))
+_FAMILIES: dict[bytes, WeakFamily] = {}
+
+
+def _family(law: GaussianMixture | IsotropicMixture) -> WeakFamily:
     g = torch.Generator().manual_seed(FAMILY_SEED)
     centres = law.sample(BUMPS, g)
-    spread = math.sqrt(float(torch.trace(law.cov())) / d)
+    spread = math.sqrt(float(torch.trace(law.cov())) / law.dim)
     widths = spread * torch.tensor([BUMP_WIDTHS[j % len(BUMP_WIDTHS)] for j in range(BUMPS)],
                                    dtype=torch.float64)
     pts = law.sample(MEDIAN_POINTS, g)
