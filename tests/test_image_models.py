@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from analytic.schedules import DiscreteDDPM
-from bench.studies.images.data import FASHION_ROOT, DataError, load_dataset, read_idx, to_uint8
+from bench.studies.images.data import DataError, load_dataset, read_idx, to_uint8
 from bench.studies.images.models import ModelLoadError, load_model, schedule_from_config
 from bench.studies.images.sampling import generate, initial_noise, sample_batches
 from bench.studies.images.train import TrainConfig, TrainError, make_unet, train
 from solvers import make_solver
+from tests.requires import needs_fashion_mnist
 
 
 def write_idx(path: Path, images: np.ndarray, gz: bool = True) -> None:
@@ -74,7 +75,7 @@ def test_folder_dataset(tmp_path: Path) -> None:
     assert x.shape == (1, 3, 32, 32) and torch.allclose(x, torch.ones_like(x))
 
 
-@pytest.mark.skipif(not FASHION_ROOT.exists(), reason="Debian dataset-fashion-mnist not installed")
+@needs_fashion_mnist
 def test_real_fashion_mnist() -> None:
     x = load_dataset("fashion-mnist", subset=100)
     assert x.shape == (100, 1, 32, 32) and -1 <= float(x.min()) < float(x.max()) <= 1
@@ -338,7 +339,7 @@ STUDY_RUN = ["images", "run", "--solvers", "ddim,heun,dpmpp-2m,euler-ancestral",
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FASHION_ROOT.exists(), reason="Debian dataset-fashion-mnist not installed")
+@needs_fashion_mnist
 def test_small_fashion_mnist_study_from_the_cli(tmp_path: Path) -> None:
     import os
     import subprocess
