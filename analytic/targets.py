@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 _CACHE_ELEMENTS = 1 << 18  # per-block (K, d, block) intermediates: 1 MiB in float32, within L2
+_TERMS_ELEMENTS = 1 << 26  # memoized precisions: at most ~512 MiB (float64) per law
 _NOISED_ELEMENTS = 1 << 25  # memoized noised laws: at most ~256 MiB of covariances (float64)
 _LOG2E = 1.0 / math.log(2.0)
 
@@ -178,7 +179,7 @@ class GaussianMixture:
         key = (float(alpha), float(sigma), x.dtype, x.device)
         hit = self._terms_cache.get(key)
         if hit is None:
-            if len(self._terms_cache) >= 4096:
+            if len(self._terms_cache) >= max(4, min(4096, _TERMS_ELEMENTS // self.covs.numel())):
                 self._terms_cache.clear()
             hit = self._terms_cache[key] = self._log2_terms_uncached(x, alpha, sigma)
         return hit
@@ -195,9 +196,13 @@ class GaussianMixture:
         reductions over K and d run over contiguous rows; columns are processed in blocks small enough
         for every intermediate to stay in cache. The responsibilities are normalised powers of 2
         (torch's float32 exp2 is ~5x faster than exp on CPU)."""
-        if self.k == 1:  # a Gaussian: the score is affine, no responsibilities
-            return self._gaussian_scaled_score(x, alpha, sigma, scale)
+        key = (float(alpha), float(sigma), x.dtype, x.device)
+        if key not in self._terms_cache and 2 * len(x) <= self.dim:
+            return self._projected_scaled_score(x, alpha, sigma, scale)
         half_prec, const = self._log2_terms(x, alpha, sigma)
+        if self.k == 1:  # a Gaussian: the score is affine, no responsibilities
+            prec = half_prec[0] * (scale / (0.5 * _LOG2E))
+            return (x - alpha * self._params(x)[1][0]) @ prec  # C^-1 is symmetric
         shifts = alpha * self._params(x)[1][:, :, None]  # (K, d, 1)
         xt = _transposed(x)
         out = torch.empty_like(xt)
@@ -206,17 +211,13 @@ class GaussianMixture:
             _score_block(xt[:, start:start + block], half_prec, const, shifts, out[:, start:start + block])
         return _transposed(out.mul_(scale / (0.5 * _LOG2E)))
 
-    def _gaussian_scaled_score(self, x: Tensor, alpha: float, sigma: float, scale: float) -> Tensor:
-        """scale C^-1 (x - alpha mu) for K = 1: with the precision matrix when it is memoized or the batch
-        has more than d / 2 rows (building C^-1 costs 2 d^3, applying it 2 n d^2), else through the
-        eigenbasis, (x - alpha mu) U diag(scale / var) U^T (4 n d^2, nothing built per noise level)."""
-        centred = x - alpha * self._params(x)[1][0]
-        key = (float(alpha), float(sigma), x.dtype, x.device)
-        if key in self._terms_cache or 2 * len(x) > self.dim:
-            prec = self._log2_terms(x, alpha, sigma)[0][0] * (scale / (0.5 * _LOG2E))
-            return centred @ prec  # C^-1 is symmetric
-        evals, basis = self._params(x)[2][0], self._params(x)[3]
-        return ((centred @ basis) * (scale / (alpha * alpha * evals + sigma * sigma))) @ basis.T
+    def _projected_scaled_score(self, x: Tensor, alpha: float, sigma: float, scale: float) -> Tensor:
+        """The same through the eigenbases, for batches of at most d / 2 rows at a new noise level:
+        scale sum_k r_k U_k diag(1 / var_k) z_k with z_k = U_k^T (x - alpha mu_k), two GEMMs of 2 n K d^2
+        (building the precisions would cost 2 K d^3)."""
+        z, var, log_comp = self._project(x, alpha, sigma)
+        resp = torch.softmax(log_comp, dim=-1) if self.k > 1 else torch.ones_like(log_comp)
+        return self._weighted_back(x, resp, z * (scale / var))
 
     def score(self, x: Tensor, alpha: float = 1.0, sigma: float = 0.0) -> Tensor:
         """grad_x log p(x) of the noised law: -sum_k r_k(x) C_k^-1 (x - alpha mu_k)."""
