@@ -53,6 +53,48 @@ def test_conversion_replaces_a_wrong_file(tmp_path):
     assert len(torch.load(target, weights_only=True)) == 566
 
 
+@needs_fid_helper
+def test_half_weights_are_upcast_and_give_the_same_features(tmp_path):
+    full_dir, half_dir = tmp_path / "full", tmp_path / "half"
+    full = fid.load_weights(fid.convert_inception(full_dir))
+    half_path = fid.save_half(full_dir, half_dir / fid.HALF_NAME)
+    assert half_path.stat().st_size < 42e6 and fid.weights_file(half_dir) == half_path
+    half = fid.load_weights(half_path)
+    assert half.keys() == full.keys() and torch.isnan(half["fc.weight"]).all()
+    assert all(half[k].dtype == full[k].dtype for k in full)
+    conv = "Mixed_7c.branch_pool.conv.weight"
+    assert 0 < (half[conv] - full[conv]).abs().max() <= 1e-3 * full[conv].abs().max()
+    x = _images(2, 8, size=32)
+    ours, theirs = (fid.features(x, fid.make_extractor("inception", d)) for d in (half_dir, full_dir))
+    assert ((ours - theirs).norm() / theirs.norm()).item() < 1e-2  # 3e-3; bf16 autocast alone: more
+    (tmp_path / "bad.pth").write_bytes(b"not a state dict")
+    with pytest.raises(fid.FIDError, match="cannot read Inception weights"):
+        fid.load_weights(tmp_path / "bad.pth")
+
+
+def test_frechet_matches_torch_fidelity_also_rank_deficient():
+    from torch_fidelity.metric_fid import fid_statistics_to_metric
+
+    g = torch.Generator().manual_seed(0)
+    ref = fid.statistics(torch.randn(300, 64, generator=g, dtype=torch.float64))
+    for n, scale in [(300, 1.3), (20, 1.0)]:  # 20 samples: a covariance of rank 19 in 64-d
+        stats = fid.statistics(torch.randn(n, 64, generator=g, dtype=torch.float64) * scale + 0.1)
+        theirs = fid_statistics_to_metric(stats, ref, verbose=False)["frechet_inception_distance"]
+        assert fid.frechet(stats, ref) == pytest.approx(theirs, rel=1e-9)
+    assert "sigma_root" in ref  # the reference's square root is computed once
+
+
+def test_autocast_extractor_is_close_and_cached_apart(tiny, tmp_path):
+    low = fid.make_extractor("tiny", dtype="bfloat16")
+    x = _images(64, 9)
+    assert fid.extractor_tag(tiny) == "dsb-tiny" and fid.extractor_tag(low) == "dsb-tiny-bfloat16"
+    a, b = fid.features(x, tiny), fid.features(x, low)
+    assert b.dtype == torch.float64 and not torch.equal(a, b) and (a - b).norm() < 0.02 * a.norm()
+    assert fid.stats_file("toy", low, 10, tmp_path).name == "toy-dsb-tiny-bfloat16-n10.npz"
+    with pytest.raises(fid.FIDError, match="unknown FID dtype"):
+        fid.make_extractor("tiny", dtype="int8")
+
+
 def test_fid_of_a_set_with_itself_is_zero_and_grows_with_a_shift(tiny):
     x = _images(300, 0)
     ref = fid.statistics(fid.features(x, tiny))

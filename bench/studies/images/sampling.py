@@ -3,7 +3,8 @@
 `generate` is the entry point for FID and distributed sampling: n images from seed, uint8 RGB.
 Everything random about image i depends only on (seed, i): its initial noise and, for stochastic
 solvers, its own Brownian path (`PerSampleBrownianNoise`), never on the batch size or on which
-images share its batch or rank.
+images share its batch or rank. `with_dtype` evaluates the network under bf16 autocast; the solver's
+arithmetic stays float32.
 """
 
 from __future__ import annotations
@@ -21,6 +22,36 @@ from solvers.model import Model
 from solvers.noise import _float_bits, _mix
 
 _PATH_STREAM = 0xB80A  # sample seeds of the Brownian paths, apart from the x_T generators
+NETWORK_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}  # autocast dtype of the network
+
+
+class AutocastNetwork:
+    """A network fn(x, t) evaluated under autocast to `dtype` (matmuls and convolutions in it, float32
+    weights, normalizations in float32); the output is cast back to x's dtype. Other attributes
+    (`seconds`, `device`, `unet`) are the wrapped network's."""
+
+    def __init__(self, net, dtype: torch.dtype):
+        self.net, self.autocast_dtype = net, dtype
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        device = torch.device(getattr(self.net, "device", "cpu"))
+        with torch.autocast(device.type, dtype=self.autocast_dtype):
+            out = self.net(x, t)
+        return out.to(x.dtype)
+
+    def __getattr__(self, name: str):
+        if name == "net":  # not set yet (unpickling)
+            raise AttributeError(name)
+        return getattr(self.net, name)
+
+
+def with_dtype(model: Model, dtype: str) -> Model:
+    """`model` with its network evaluated in `dtype` (NETWORK_DTYPES); float32: `model` itself."""
+    if dtype not in NETWORK_DTYPES:
+        raise ValueError(f"unknown network dtype {dtype!r}; valid: {', '.join(NETWORK_DTYPES)}")
+    if NETWORK_DTYPES[dtype] is None:
+        return model
+    return Model(AutocastNetwork(model.fn, NETWORK_DTYPES[dtype]), model.parameterization, model.schedule)
 
 
 @dataclass
