@@ -256,7 +256,12 @@ def report_cmd(results_dir: Path, style: str, solvers: list[str] | None, problem
     """Write report.md and tables.tex for a results directory of any kind."""
     from bench.report.report import write_report
 
-    click.echo(str(write_report(results_dir, style=style, solvers=solvers, problems=problems)))
+    path = write_report(results_dir, style=style, solvers=solvers, problems=problems)
+    text = path.read_text()
+    if "## Does the exact study predict the learned one?" in text:  # an image split study: print the answer
+        section = text.split("## Does the exact study predict the learned one?", 1)[1]
+        click.echo("Does the exact study predict the learned one?" + section.split("\n## ", 1)[0].rstrip())
+    click.echo(str(path))
 
 
 @cli.group("perf")
@@ -328,7 +333,9 @@ def _command_paths(group: click.Group, prefix: str = "") -> list[str]:
 from bench.cli.fid import fid_group  # noqa: E402 (the groups import only click and bench.cli.options)
 from bench.cli.images import images_group  # noqa: E402
 from bench.cli.learned import learned_group  # noqa: E402
+from bench.cli.split import split_cmd  # noqa: E402
 
+images_group.add_command(split_cmd)
 for _group in (learned_group, images_group, fid_group):
     cli.add_command(_group)
 

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from bench.report.charts import leaderboard, order_vs_theory
 from bench.report.curves import error_vs_nfe, fid_vs_nfe, work_precision
 from bench.report.decomposition import plot_decomposition, score_vs_discretization
+from bench.report.image_samples import sample_grids
 from bench.report.results import (
     FLOOR_SOURCES,
     METRIC_LABELS,
@@ -69,10 +70,17 @@ def make_figures(results_dir: Path, style: str = "paper", solvers: list[str] | N
     res = load_results(results_dir, solvers, problems)
     figdir = res.directory / "figures"
     paths: list[Path] = []
+    if (res.manifest or {}).get("kind") == "image-split":  # its own figures: the split per solver
+        from bench.report.link import plot_split
+
+        for metric in sorted(set(res.rows["metric"]) - {"w2-exact"}):
+            paths.append(plot_split(res.rows, figdir / f"split-{metric}.png", metric))
+        return paths
     with use_style(style) as size:
         for kind in KINDS:  # one kind at a time: its figures are freed once saved
             for name, fig in kind(res, size):
                 paths += save_figure(fig, figdir, name, size)
+    paths += sample_grids(res.rows, figdir)  # problems fitted to images: the samples themselves
     if "component" in res.rows:  # a decomposition study: its split per solver, for each metric
         for metric in sorted(set(res.rows["metric"])):
             out = figdir / f"decomposition-{metric}.png"

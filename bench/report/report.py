@@ -344,6 +344,10 @@ def write_report(results_dir: Path, style: str = "paper", solvers: list[str] | N
         _markdown(unresolved, "none"), "",
         "## Failed runs", "", _markdown(failures, "none"), "",
     ]
+    if (res.manifest or {}).get("kind") == "image-split":
+        from bench.report.link import link_sections
+
+        lines += link_sections(res.rows, res.manifest, _markdown)
     lines += external_sections(res.rows, res.orders, _markdown)
     lines += _figure_lines(figures)
     report = res.directory / "report.md"

@@ -26,6 +26,7 @@ KIND_COLUMNS = {  # columns only some kinds of study write, after RESULT_COLUMNS
     "decompose": ["component"],  # discretization (model "exact") | score | both (the tested model)
     "guided": ["guidance", "label", "scale", "class_freq", "ref_class_freq"],
     "images": ["images_per_s", "network_share"],
+    "image-split": ["component"],  # discretization|both|exact|score|exact-gauss (studies/images/split.py)
 }
 CELL_LOG = "cells.jsonl"
 
