@@ -31,7 +31,7 @@ _ERROR_CLASSES = {  # module: exceptions whose message is meant for the user
     "bench.sweep.store": ["RunDirError"], "solvers.registry": ["UnknownSolverError"],
     "bench.studies.images.data": ["DataError"], "bench.studies.images.fid": ["FIDError"],
     "bench.studies.images.models": ["ModelLoadError"], "bench.studies.images.run": ["ImageRunError"],
-    "bench.studies.images.train": ["TrainError"],
+    "bench.studies.images.train": ["TrainError"], "bench.studies.images.split": ["SplitError"],
 }
 
 
