@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 _CACHE_ELEMENTS = 1 << 18  # per-block (K, d, block) intermediates: 1 MiB in float32, within L2
+_BOUND_DIM = 64  # above this dimension the common bound underflows: subtract each column's maximum
 _TERMS_ELEMENTS = 1 << 26  # memoized precisions: at most ~512 MiB (float64) per law
 _NOISED_ELEMENTS = 1 << 25  # memoized noised laws: at most ~256 MiB of covariances (float64)
 _LOG2E = 1.0 / math.log(2.0)
@@ -54,9 +55,16 @@ def _score_block(x: Tensor, half_prec: Tensor, const: Tensor, shifts: Tensor, ou
 
     z_k = log2(w_k N(x; alpha mu_k, C_k)) <= max_k const_k (the quadratic form is >= 0), so 2^(z_k - that
     bound) cannot overflow and needs no per-column maximum; columns where every term underflows
-    (x far from all components) are redone with the per-column maximum subtracted."""
+    (x far from all components) are redone with the per-column maximum subtracted. Above _BOUND_DIM
+    dimensions the bound underflows for every column, so the maximum is subtracted from the start."""
     centred = x[None] - shifts  # (K, d, m)
     pulled = torch.bmm(half_prec, centred)  # (log2 e / 2) C_k^-1 (x - alpha mu_k)
+    if x.shape[0] > _BOUND_DIM:  # the quadratic forms (~0.7 d) leave float exponents: per-column maximum
+        z = _row_dot(centred, pulled, const)
+        weights = z.sub_(z.amax(0)).exp2_()
+        torch.sum(pulled.mul_(weights[:, None, :]), dim=0, out=out)
+        out.div_(weights.sum(0))
+        return
     weights = _row_dot(centred, pulled, const - const.max()).exp2_()  # unnormalised responsibilities
     total = weights.sum(0)
     torch.sum(pulled.mul_(weights[:, None, :]), dim=0, out=out)

@@ -274,10 +274,24 @@ def perf_cmd() -> None:
 @click.option("--k", default=8, show_default=True)
 @click.option("--dims", type=INTS, default="2,16", show_default=True)
 @click.option("--repeats", default=10, show_default=True)
-def perf_score(n: int, k: int, dims: list[int], repeats: int) -> None:
-    """Analytic score evaluations per second against autograd of the log-density."""
-    from bench.studies.speed import score_throughput
+@click.option("--problems", type=NAMES, default="fmnist-gauss,fmnist-gmm,fmnist-empirical", show_default=True,
+              help="Problems fitted to images: score throughput against a plain GEMM of the same FLOPs "
+                   "(n = 4096 rows, float32); 'none' to skip.")
+def perf_score(n: int, k: int, dims: list[int], repeats: int, problems: list[str]) -> None:
+    """Analytic score evaluations per second against autograd of the log-density, and on problems
+    fitted to images against a plain GEMM of the same FLOPs (goal: >= 50%)."""
+    from analytic import ProblemError
+    from bench.studies.speed import image_score_throughput, score_throughput
 
+    for name in [p for p in problems if p != "none"]:
+        try:
+            res = image_score_throughput(name, repeats=repeats)
+        except ProblemError as exc:
+            click.echo(f"{name}: skipped ({exc})")
+            continue
+        click.echo(f"{name} (n=4096, float32): {res['evals_per_s']:.3g} scores/s, {res['gflops']:.1f} "
+                   f"GFLOP/s = {100 * res['efficiency']:.0f}% of a plain GEMM of the same FLOPs "
+                   f"({res['gemm_gflops']:.1f} GFLOP/s)")
     for d in dims:
         res = score_throughput(n, k, d, repeats)
         click.echo(f"n={n} K={k} d={d}: analytic {res['analytic']:.3g} evals/s; autograd through "
