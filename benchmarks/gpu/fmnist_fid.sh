@@ -56,6 +56,7 @@ REF_STEPS=$(timeout 90 python3 benchmarks/gpu/fmnist_fid.py plan --device "$DEVI
 echo "planned $(( $(date +%s) - start )) s"
 
 left=$(( BUDGET - ($(date +%s) - start) ))
+[ "$left" -lt 30 ] && left=30  # timeout 0 would mean no limit
 timeout -k 5 "$left" python3 -m bench.cli images run --model fmnist --solvers "$SOLVERS" --nfe "$NFE" \
   --samples "$SAMPLES" --batch "$BATCH" --reference-steps "$REF_STEPS" --dtype "$DTYPE" --device "$DEVICE" \
   --fid-dataset fashion-mnist-test --fid-reference "$FID_REFERENCE" --fid-data-root "$DATA" \
