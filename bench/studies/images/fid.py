@@ -250,10 +250,9 @@ def as_rgb_uint8(images: Tensor) -> Tensor:
 
 
 def _batches(images: Tensor | Iterable[Tensor], batch_size: int) -> Iterable[Tensor]:
-    if torch.is_tensor(images):
-        yield from images.split(batch_size)
-    else:
-        yield from images
+    """Batches of at most batch_size images, also from an iterable of larger tensors."""
+    for chunk in [images] if torch.is_tensor(images) else images:
+        yield from chunk.split(batch_size)
 
 
 def features(images: Tensor | Iterable[Tensor], extractor: FeatureExtractorBase, batch_size: int = 50,
