@@ -149,3 +149,27 @@ def test_empirical_score_is_the_gradient_of_its_log_density() -> None:
 def test_image_problems_take_any_schedule() -> None:
     problem = get_problem("digits-gmm", "ddpm-discrete")
     assert problem.schedule.name.startswith("ddpm-discrete") and problem.image_shape == (1, 8, 8)
+
+
+def test_plot_draws_sample_grids_for_image_problems(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from bench.cli.main import cli
+    from bench.report.image_samples import sample_grids
+    from bench.report.results import load_results
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", "--problem", "digits-gauss", "--solvers", "ddim,dpmpp-2m",
+                                      "--nfe", "5,10", "--seeds", "0", "--jobs", "1", "--samples", "20",
+                                      "--summary", "none", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    paths = sample_grids(load_results(out).rows, tmp_path / "figures")
+    assert sorted(p.name for p in paths) == ["samples-digits-gauss-nfe10.png", "samples-digits-gauss-nfe5.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_score_throughput_on_an_image_problem() -> None:
+    from bench.studies.speed import image_score_throughput
+
+    res = image_score_throughput("digits-gmm", n=128, repeats=1)
+    assert res["evals_per_s"] > 0 and res["efficiency"] > 0 and res["gemm_gflops"] > 0
