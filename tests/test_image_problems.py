@@ -164,7 +164,8 @@ def test_plot_draws_sample_grids_for_image_problems(tmp_path) -> None:
                                       "--summary", "none", "--out", str(out)])
     assert result.exit_code == 0, result.output
     paths = sample_grids(load_results(out).rows, tmp_path / "figures")
-    assert sorted(p.name for p in paths) == ["samples-digits-gauss-nfe10.png", "samples-digits-gauss-nfe5.png"]
+    names = sorted(p.name for p in paths)
+    assert names == ["samples-digits-gauss-nfe10.png", "samples-digits-gauss-nfe5.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
 
 
