@@ -95,3 +95,9 @@ def test_split_refuses_stochastic_solvers(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["images", "split", "--solvers", "ddpm", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2
     assert "fixed-step ODE solvers" in result.output and "Traceback" not in result.output
+
+
+def test_a_rerun_may_add_fid_results_but_not_change_the_study() -> None:
+    old = SplitStudy(SplitConfig(model="digits")).config()
+    assert SplitStudy(SplitConfig(model="digits", fid_results="results/x")).incompatibility(old) is None
+    assert "different run" in SplitStudy(SplitConfig(model="digits", samples=8)).incompatibility(old)

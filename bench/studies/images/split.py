@@ -20,6 +20,7 @@ whether the exact study predicts the learned one (Kendall tau, bootstrap over se
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -145,6 +146,15 @@ class SplitStudy(Study):
 
     def cost(self, chain: list[Cell]) -> float:
         return float(sum(1 if c.params[2] is None else 4 * (c.params[1] or 300) for c in chain))
+
+    def incompatibility(self, old_config: dict) -> str | None:
+        """A rerun may add or change --fid-results (it only feeds the report's Kendall table)."""
+        def core(config: dict) -> dict:
+            return {k: v for k, v in (config or {}).items() if k != "fid_results"}
+
+        if core(old_config) == core(json.loads(json.dumps(self.config()))):
+            return None
+        return "holds a different run's config; use another --out or the same options"
 
     def manifest_extra(self) -> dict:
         cfg = self.settings
