@@ -24,6 +24,7 @@ from bench.report.charts import leaderboard, order_vs_theory
 from bench.report.curves import error_vs_nfe, fid_vs_nfe, work_precision
 from bench.report.decomposition import plot_decomposition, score_vs_discretization
 from bench.report.image_samples import sample_grids
+from bench.report.link import plot_split
 from bench.report.results import (
     FLOOR_SOURCES,
     METRIC_LABELS,
@@ -71,8 +72,6 @@ def make_figures(results_dir: Path, style: str = "paper", solvers: list[str] | N
     figdir = res.directory / "figures"
     paths: list[Path] = []
     if (res.manifest or {}).get("kind") == "image-split":  # its own figures: the split per solver
-        from bench.report.link import plot_split
-
         for metric in sorted(set(res.rows["metric"]) - {"w2-exact"}):
             paths.append(plot_split(res.rows, figdir / f"split-{metric}.png", metric))
         return paths

@@ -15,7 +15,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from analytic import get_problem, make_grid  # noqa: E402
+from analytic.image_problems import is_image_problem  # noqa: E402
+from bench.measure import metrics  # noqa: E402
+from bench.measure.models import analytic_model  # noqa: E402
 from bench.report.image_grid import tile  # noqa: E402
+from solvers import make_solver  # noqa: E402
 
 PER_ROW = 8
 MAX_SOLVERS = 8
@@ -36,12 +41,6 @@ def _solvers(rows: pd.DataFrame) -> list[str]:
 
 def sample_grids(rows: pd.DataFrame, figdir: Path) -> list[Path]:
     """Write samples-<problem>-nfe<budget>.png for each image-shaped problem of `rows`."""
-    from analytic import get_problem, make_grid
-    from analytic.image_problems import is_image_problem
-    from bench.measure import metrics
-    from bench.measure.models import analytic_model
-    from solvers import make_solver
-
     paths = []
     for name in sorted(set(rows["problem"])):
         if not is_image_problem(name.split("[")[0]):

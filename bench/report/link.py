@@ -17,9 +17,16 @@ import math
 from itertools import combinations
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-from scipy.stats import kendalltau
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy.stats import kendalltau  # noqa: E402
+
+from bench.report.style import format_log_axes  # noqa: E402
+from bench.sweep.store import load_rows  # noqa: E402
 
 RANKINGS = {  # name -> (component, metric) of the split study's rows
     "exact-gauss w2": ("exact-gauss", "w2-exact"),
@@ -114,13 +121,6 @@ def split_table(frame: pd.DataFrame, metric: str = "path-rms") -> pd.DataFrame:
 def plot_split(frame: pd.DataFrame, out: str | Path, metric: str = "path-rms") -> Path:
     """Small multiples, one panel per solver: error vs NFE with the network (discretization, both),
     with the exact score on the fitted target (exact), and the score error as a band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from bench.report.style import format_log_axes
-
     ok = frame[(frame["status"] == "ok") & (frame["metric"] == metric)]
     score = ok[ok["component"] == "score"]["value"]
     solvers = sorted(set(ok[ok["component"] == "discretization"]["solver"]))
@@ -169,8 +169,6 @@ def fid_frame(directory: str | Path | None) -> pd.DataFrame | None:
     """The rows of a `bench images run` results directory holding FID, or None."""
     if directory is None:
         return None
-    from bench.sweep.store import load_rows
-
     return load_rows(Path(directory))
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 from bench.measure.paired import Z95
 from bench.report.equal_nfe import EQUAL_NFE_BUDGETS, error_at_nfe
 from bench.report.figures import Results, load_results, make_figures
+from bench.report.link import link_sections
 from bench.report.peers import external_sections
 from bench.report.results import by_cell, ok_rows, preferred_fits
 
@@ -345,8 +346,6 @@ def write_report(results_dir: Path, style: str = "paper", solvers: list[str] | N
         "## Failed runs", "", _markdown(failures, "none"), "",
     ]
     if (res.manifest or {}).get("kind") == "image-split":
-        from bench.report.link import link_sections
-
         lines += link_sections(res.rows, res.manifest, _markdown)
     lines += external_sections(res.rows, res.orders, _markdown)
     lines += _figure_lines(figures)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from analytic import get_schedule
-from analytic.targets import GaussianMixture
+from analytic import get_problem, get_schedule
+from analytic.targets import GaussianMixture, IsotropicMixture
 from bench.studies.analytic import default_config, run_sweep
 from solvers import Model, make_solver
 
@@ -70,9 +70,6 @@ def image_score_throughput(problem_name: str, n: int = 4096, repeats: int = 5,
     sampling loop revisits its grid's levels), against a plain GEMM of the same FLOPs: 2 n d^2 for a
     Gaussian (one (n, d) x (d, d) product), 2 n K d^2 for a mixture of K full Gaussians (one batched
     product with the precisions), 4 n d N for N point masses (logits and posterior mean)."""
-    from analytic import get_problem
-    from analytic.targets import IsotropicMixture
-
     problem = get_problem(problem_name)
     target, d = problem.target, problem.dim
     alpha, sigma = problem.coefficients(0.5)

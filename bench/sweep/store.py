@@ -25,7 +25,7 @@ RESULT_COLUMNS = [
 KIND_COLUMNS = {  # columns only some kinds of study write, after RESULT_COLUMNS
     "decompose": ["component"],  # discretization (model "exact") | score | both (the tested model)
     "guided": ["guidance", "label", "scale", "class_freq", "ref_class_freq"],
-    "images": ["images_per_s", "network_share"],
+    "images": ["images_per_s", "network_share", "note"],
     "image-split": ["component"],  # discretization|both|exact|score|exact-gauss (studies/images/split.py)
 }
 CELL_LOG = "cells.jsonl"

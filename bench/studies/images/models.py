@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from analytic.schedules import DiscreteDDPM
+from bench.studies.images.ship import shipped
 from solvers.model import Model
 
 
@@ -28,8 +29,6 @@ class ModelLoadError(ValueError):
 def resolve_dir(name: str | Path) -> Path:
     """A shipped model's name (bench/models), a local directory, or a Hugging Face repo id found in the
     local cache (never downloads)."""
-    from bench.studies.images.ship import shipped
-
     path = Path(name)
     if path.is_dir():
         return path

@@ -98,7 +98,6 @@ class Setup:
 @lru_cache(maxsize=2)
 def _setup(model: str, target: str, gauss: str) -> Setup:
     """Per worker: the network (flat), the fitted targets on its schedule and the exact score."""
-    torch.set_grad_enabled(False)
     net = load_model(model)
     shape = image_shape(net)
     problems = []
@@ -173,6 +172,10 @@ class SplitStudy(Study):
         return x_T, exact_ref, net_ref
 
     def run_cell(self, cell: Cell) -> list[dict]:
+        with torch.no_grad():
+            return self._run_cell(cell)
+
+    def _run_cell(self, cell: Cell) -> list[dict]:
         cfg = self.settings
         label, budget, seed = cell.params
         setup = _setup(cfg.model, cfg.target_name(), cfg.gauss_name())
