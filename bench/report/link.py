@@ -8,7 +8,8 @@ Rankings of the same solvers at one NFE budget, each from its own study:
   FID              FID of the network's samples (a `bench images run` on a GPU), when given
 Kendall's tau-b between two rankings, with a 95% percentile-bootstrap CI: seeds resampled with
 replacement (the same draw for every seeded ranking), per-solver means recomputed; a ranking with no
-seeds (w2-exact, FID) is fixed. Reading: positive / negative when the CI excludes 0, else unresolved.
+seeds (w2-exact, FID) is fixed, so a pair of them has no CI. Reading: positive / negative when the CI
+excludes 0, else unresolved.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def kendall_table(frame: pd.DataFrame, fid: pd.DataFrame | None = None, boot: in
             taus = [t for t in taus if math.isfinite(t)]
             lo, hi = (np.percentile(taus, [2.5, 97.5]) if taus else (math.nan, math.nan))
             reading = ("positive" if lo > 0 else "negative" if hi < 0 else "unresolved") if taus else \
-                ("positive" if tau > 0 else "negative") + " (no seeds: no CI)"
+                "no CI (neither ranking has seeds)"
             rows.append({"nfe": int(budget), "ranking": first, "against": second, "solvers": n,
                          "tau": round(tau, 3), "ci_low": round(float(lo), 3), "ci_high": round(float(hi), 3),
                          "reading": reading})
@@ -166,10 +167,12 @@ def plot_split(frame: pd.DataFrame, out: str | Path, metric: str = "path-rms") -
 
 
 def fid_frame(directory: str | Path | None) -> pd.DataFrame | None:
-    """The rows of a `bench images run` results directory holding FID, or None."""
+    """The rows of a `bench images run` results directory holding FID (its results.csv, else its cell
+    log), or None."""
     if directory is None:
         return None
-    return load_rows(Path(directory))
+    csv = Path(directory) / "results.csv"
+    return pd.read_csv(csv) if csv.exists() else load_rows(Path(directory))
 
 
 def link_sections(rows: pd.DataFrame, manifest: dict, markdown) -> list[str]:

@@ -308,7 +308,8 @@ def write_report(results_dir: Path, style: str = "paper", solvers: list[str] | N
     """Write report.md and tables.tex into the results directory (figures made first if missing)."""
     res = load_results(results_dir, solvers, problems)
     figures = _figures(res, style, solvers, problems)
-    boards = leaderboard_tables(res)
+    split = (res.manifest or {}).get("kind") == "image-split"
+    boards = [] if split else leaderboard_tables(res)  # a split's components have their own tables
     counts = verdict_counts(res)
     run = manifest_table(res)
     orders, orders_fixed = orders_table(res)
@@ -320,7 +321,7 @@ def write_report(results_dir: Path, style: str = "paper", solvers: list[str] | N
     if solvers or problems:
         filters = f"Filtered to solvers {solvers or 'all'}, problems {problems or 'all'}.\n\n"
     lines = [f"# Solver benchmark report: {res.directory.name}", "", filters]
-    lines += _leaderboard_lines(boards)
+    lines += link_sections(res.rows, res.manifest, _markdown) if split else _leaderboard_lines(boards)
     lines += [
         "## Verdicts", "",
         "Order fits per verdict (one fit per solver, problem and metric: the steps axis where present).", "",
@@ -345,8 +346,6 @@ def write_report(results_dir: Path, style: str = "paper", solvers: list[str] | N
         _markdown(unresolved, "none"), "",
         "## Failed runs", "", _markdown(failures, "none"), "",
     ]
-    if (res.manifest or {}).get("kind") == "image-split":
-        lines += link_sections(res.rows, res.manifest, _markdown)
     lines += external_sections(res.rows, res.orders, _markdown)
     lines += _figure_lines(figures)
     report = res.directory / "report.md"
