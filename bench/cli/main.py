@@ -243,7 +243,8 @@ def _filters(fn):
 @cli.command("plot")
 @_filters
 def plot_cmd(results_dir: Path, style: str, solvers: list[str] | None, problems: list[str] | None) -> None:
-    """Draw the figures of a results directory of any kind (reads files only; never reruns)."""
+    """Draw the figures of a results directory of any kind from its files (never reruns a study; the
+    sample grids of problems fitted to images draw 8 samples per solver again, deterministically)."""
     from bench.report.figures import make_figures
 
     for path in make_figures(results_dir, style=style, solvers=solvers, problems=problems):
