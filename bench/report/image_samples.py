@@ -69,7 +69,8 @@ def sample_grids(rows: pd.DataFrame, figdir: Path) -> list[Path]:
                                   problem.t_max)
                 images.append(solver.run(model, times, x_T.clone()).x)
                 labels.append(f"{label} ({solver.nfe(steps)})")
-            out = figdir / f"samples-{name}-nfe{budget}.png"
+            slug = name.replace("[", "-").replace("]", "").replace("=", "").replace(",", "-")
+            out = figdir / f"samples-{slug}-nfe{budget}.png"
             paths.append(_draw(images, labels, problem.image_shape, out,
                                f"{name}, NFE budget {budget}: solvers from the same x_T per column; "
                                "top row: independent exact samples"))
