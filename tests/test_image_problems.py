@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -16,11 +15,10 @@ from analytic.targets import GaussianMixture, IsotropicMixture
 from bench.measure.metrics import w2_exact
 from bench.measure.models import analytic_model
 from solvers import make_solver
+from tests.requires import needs_fashion_mnist
 
 IMAGE_PROBLEMS = ["digits-gauss", "digits-gmm", "digits-empirical", "fmnist-gauss", "fmnist-gmm",
                   "fmnist-empirical"]
-needs_fashion = pytest.mark.skipif(not FASHION_ROOT.exists() and not os.environ.get("CI"),
-                                   reason="Debian dataset-fashion-mnist not installed (CI installs it)")
 
 
 def test_the_six_image_problems_are_listed_with_descriptions() -> None:
@@ -68,7 +66,7 @@ def _fitted(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(0), np.cov(x, rowvar=False, bias=True)
 
 
-@needs_fashion
+@needs_fashion_mnist
 def test_w2_exact_on_fmnist_gauss_equals_1024_independent_1d_problems() -> None:
     problem = get_problem("fmnist-gauss")
     mean, cov = _fitted(fashion_mnist_uint8(FASHION_ROOT).astype(np.float64) / 127.5 - 1.0)
