@@ -250,8 +250,9 @@ def _check_image_results(out: Path, solvers: set[str], nfe: set[int]) -> pd.Data
     from bench.sweep.store import KIND_COLUMNS, RESULT_COLUMNS
 
     rows = pd.read_csv(out / "results.csv")
-    # "note": what each row's value and noise_floor are (reference, FID regime); not yet in KIND_COLUMNS
-    assert list(rows.columns) == [*RESULT_COLUMNS, *KIND_COLUMNS["images"], "note"]
+    # "note" (the last images column): what each row's value and noise_floor are (reference, FID regime)
+    assert list(rows.columns) == [*RESULT_COLUMNS, *KIND_COLUMNS["images"]]
+    assert KIND_COLUMNS["images"][-1] == "note"
     assert load_results(out).rows.shape[0] == len(rows)  # bench plot's schema check
     ok = rows[rows["status"] == "ok"]
     for metric in ("fid", "path-rms"):
