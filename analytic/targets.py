@@ -180,11 +180,16 @@ class GaussianMixture:
         stacked = self._params(x)[3]
         return (weights.unsqueeze(-1) * coords).reshape(len(x), -1) @ stacked.T
 
+    @staticmethod
+    def _level_key(x: Tensor, alpha: float, sigma: float) -> tuple:
+        """The memo key of a noise level's precisions, in x's dtype and device."""
+        return float(alpha), float(sigma), x.dtype, x.device
+
     def _log2_terms(self, x: Tensor, alpha: float, sigma: float) -> tuple[Tensor, Tensor]:
         """(log2 e / 2) C_k^-1 (K, d, d), C_k^-1 = U_k diag(1 / (alpha^2 l_k + sigma^2)) U_k^T, and
         log2(w_k) - log2 det(2 pi C_k) / 2 (K, 1): with them z_k = log2(w_k N(x; alpha mu_k, C_k)).
         Built in float64 and cast to x; memoized per noise level (solvers revisit grid times)."""
-        key = (float(alpha), float(sigma), x.dtype, x.device)
+        key = self._level_key(x, alpha, sigma)
         hit = self._terms_cache.get(key)
         if hit is None:
             if len(self._terms_cache) >= max(4, min(4096, _TERMS_ELEMENTS // self.covs.numel())):
@@ -204,8 +209,7 @@ class GaussianMixture:
         reductions over K and d run over contiguous rows; columns are processed in blocks small enough
         for every intermediate to stay in cache. The responsibilities are normalised powers of 2
         (torch's float32 exp2 is ~5x faster than exp on CPU)."""
-        key = (float(alpha), float(sigma), x.dtype, x.device)
-        if key not in self._terms_cache and 2 * len(x) <= self.dim:
+        if self._level_key(x, alpha, sigma) not in self._terms_cache and 2 * len(x) <= self.dim:
             return self._projected_scaled_score(x, alpha, sigma, scale)
         half_prec, const = self._log2_terms(x, alpha, sigma)
         if self.k == 1:  # a Gaussian: the score is affine, no responsibilities
@@ -310,7 +314,7 @@ class IsotropicMixture:
         return self._cast_cache[key]
 
     def _blocks(self, x: Tensor, alpha: float, sigma: float, fn) -> None:
-        """fn(rows, log-responsibility logits (m, N) up to a per-row constant) per block of rows."""
+        """fn(rows, logits): the log-responsibilities (m, N) up to a per-row constant, per block of rows."""
         log_w, means, sq = self._params(x)
         var = alpha * alpha * self.var + sigma * sigma
         block = max(1, self._BLOCK_ELEMENTS // self.k)
@@ -318,7 +322,7 @@ class IsotropicMixture:
             rows = slice(start, start + block)
             logits = torch.addmm(log_w - (0.5 * alpha * alpha / var) * sq, x[rows], means.T,
                                  alpha=alpha / var)
-            fn(rows, logits, var)
+            fn(rows, logits)
 
     def denoise(self, x: Tensor, alpha: float, sigma: float) -> Tensor:
         """E[x_0 | x_t = x] = sum_i r_i (mu_i + s (x - alpha mu_i)), s = alpha var / C."""
@@ -331,7 +335,7 @@ class IsotropicMixture:
     def responsibilities(self, x: Tensor, alpha: float = 1.0, sigma: float = 0.0) -> Tensor:
         out = torch.empty(len(x), self.k, dtype=x.dtype, device=x.device)
 
-        def fill(rows: slice, logits: Tensor, var: float) -> None:
+        def fill(rows: slice, logits: Tensor) -> None:
             out[rows] = torch.softmax(logits, dim=1)
 
         self._blocks(x, alpha, sigma, fill)
@@ -351,7 +355,7 @@ class IsotropicMixture:
         means = self._params(x)[1]
         out = torch.empty_like(x)
 
-        def fill(rows: slice, logits: Tensor, var: float) -> None:
+        def fill(rows: slice, logits: Tensor) -> None:
             torch.mm(torch.softmax(logits, dim=1), means, out=out[rows])
 
         self._blocks(x, alpha, sigma, fill)
@@ -362,7 +366,7 @@ class IsotropicMixture:
         out = torch.empty(len(x), dtype=x.dtype, device=x.device)
         norm = -0.5 * self.dim * math.log(2 * math.pi * var)
 
-        def fill(rows: slice, logits: Tensor, var: float) -> None:
+        def fill(rows: slice, logits: Tensor) -> None:
             xr = x[rows]
             out[rows] = torch.logsumexp(logits, dim=1) - 0.5 * (xr * xr).sum(1) / var + norm
 

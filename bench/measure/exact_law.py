@@ -107,11 +107,12 @@ def output_law(sampler: Sampler, model: Model, times: Tensor, prior_mean: Tensor
 
 class _EigenNoise(NoiseSource):
     """Draw j is U 1 (every eigen-direction at once) in batch row `offset + j`, and U r_j in the check
-    row `check` (r_j a fixed random vector), zero elsewhere."""
+    row `check` (r_j a seeded random vector, kept in `check_coefs`), zero elsewhere."""
 
     def __init__(self, basis: Tensor, offset: int, slots: int, check: int, seed: int = 1):
         self.basis, self.offset, self.slots, self.check, self.draws = basis, offset, slots, check, 0
         self.gen = torch.Generator().manual_seed(seed)
+        self.check_coefs: list[Tensor] = []
 
     def normal(self, t0: float, t1: float, like: Tensor) -> Tensor:
         z = torch.zeros_like(like).view(len(like), -1)
@@ -120,6 +121,7 @@ class _EigenNoise(NoiseSource):
         if j < self.slots:
             z[self.offset + j] = self.basis.sum(1).to(z)
             r = torch.randn(self.basis.shape[1], generator=self.gen, dtype=torch.float64)
+            self.check_coefs.append(r)
             z[self.check] = (self.basis @ r).to(z)
         return z.view_as(like)
 
@@ -167,8 +169,7 @@ def eigen_output_law(sampler: Sampler, model: Model, times: Tensor, prior_mean: 
     coords = (out[1:] - out[0]) @ basis  # U^T (out_k - out_0)
     gain, noise_gain = coords[0], coords[3:]
     scale = float(coords.abs().max()) + 1e-300
-    check_gen = torch.Generator().manual_seed(1)
-    noise_check = sum((torch.randn(dim, generator=check_gen, dtype=torch.float64) * b for b in noise_gain),
+    noise_check = sum((r_j * b for r_j, b in zip(noise.check_coefs, noise_gain, strict=True)),
                       torch.zeros(dim, dtype=torch.float64))
     if (float((coords[1] - gain * r).abs().max()) > tol * scale
             or float((coords[2] - noise_check).abs().max()) > tol * scale):
