@@ -1,7 +1,7 @@
 """Sample grids for problems fitted to images (analytic/image_problems.py): one row per solver, the
 same 8 prior draws x_T in every row, at the smallest and largest NFE budget of a results directory,
 under a row of exact samples of the target. Results directories hold rows, not samples: these 8 per
-solver are drawn again (deterministic: seed 0 of the exact prior, as the studies draw it)."""
+solver are drawn again (deterministic: seed 0 of the exact prior's stream PRIOR_STREAM)."""
 
 from __future__ import annotations
 
@@ -13,24 +13,37 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
 
 from analytic import get_problem, make_grid  # noqa: E402
 from analytic.image_problems import is_image_problem  # noqa: E402
 from bench.measure import metrics  # noqa: E402
 from bench.measure.models import analytic_model  # noqa: E402
-from bench.report.image_grid import tile  # noqa: E402
+from bench.report.results import budget_of  # noqa: E402
+from bench.studies.decompose import PRIOR_STREAM  # noqa: E402
+from bench.studies.images.data import to_uint8  # noqa: E402
 from solvers import make_solver  # noqa: E402
 
 PER_ROW = 8
 MAX_SOLVERS = 8
-PRIOR_STREAM = 7
+
+
+def _tile(images: Tensor, columns: int = PER_ROW, pad: int = 1) -> np.ndarray:
+    """[N, C, H, W] in [-1, 1] -> one [rows (H + pad), columns (W + pad), C] uint8 array, white gutters."""
+    x = to_uint8(images.detach().cpu().float())
+    n, c, h, w = x.shape
+    rows = -(-n // columns)
+    out = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, c), 255, dtype=np.uint8)
+    for i in range(n):
+        r, q = divmod(i, columns)
+        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + q * (w + pad):pad + q * (w + pad) + w] = \
+            x[i].permute(1, 2, 0).numpy()
+    return out
 
 
 def _solvers(rows: pd.DataFrame) -> list[str]:
     """Deterministic fixed-step solvers of the rows, best first at the largest budget (at most 8)."""
-    ok = rows[(rows["status"] == "ok") & (~rows["stochastic"].astype(bool))]
-    ok = ok[~ok["solver"].str.contains("adaptive|rk45|reference")]
+    ok = rows[(rows["status"] == "ok") & rows["family"].isin(["multistep", "ode-singlestep"])]
     if ok.empty:
         return []
     top = ok[ok["nfe"] == ok["nfe"].max()] if "nfe" in ok else ok
@@ -52,7 +65,7 @@ def sample_grids(rows: pd.DataFrame, figdir: Path) -> list[Path]:
         except ValueError:
             continue  # data missing on this machine: no grid
         solvers = _solvers(part)
-        budgets = part["nfe_budget"].dropna() if "nfe_budget" in part else part["nfe"].dropna()
+        budgets = budget_of(part).dropna()
         if not solvers or budgets.empty:
             continue
         model = analytic_model(problem)
@@ -77,10 +90,10 @@ def sample_grids(rows: pd.DataFrame, figdir: Path) -> list[Path]:
     return paths
 
 
-def _draw(images: list[torch.Tensor], labels: list[str], shape: tuple[int, int, int], out: Path,
+def _draw(images: list[Tensor], labels: list[str], shape: tuple[int, int, int], out: Path,
           title: str) -> Path:
     """One picture: the rows of images stacked, each labelled on the left."""
-    rows = [tile(x.reshape(len(x), *shape).float(), columns=PER_ROW) for x in images]
+    rows = [_tile(x.reshape(len(x), *shape)) for x in images]
     h = rows[0].shape[0] - 1  # rows share their 1-pixel gutter
     grid = np.concatenate([r[:-1] for r in rows] + [rows[-1][-1:]], axis=0)
     scale = 0.9 / shape[-1]  # inches per pixel: one image is ~0.9 inch wide

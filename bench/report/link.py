@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from scipy.stats import kendalltau  # noqa: E402
 
+from bench.report.results import budget_of  # noqa: E402
 from bench.report.style import format_log_axes  # noqa: E402
 from bench.sweep.store import load_rows  # noqa: E402
 
@@ -38,14 +39,9 @@ BOOTSTRAP = 2000
 SPLIT_COLUMNS = ("discretization", "both", "exact", "score")
 
 
-def _budget(frame: pd.DataFrame) -> pd.Series:
-    return frame["nfe_budget"].where(frame["nfe_budget"].notna(), frame["nfe"]) \
-        if "nfe_budget" in frame else frame["nfe"]
-
-
 def _values(frame: pd.DataFrame, fid: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
     """Per ranking: rows (solver, budget, seed, value); seed -1 where the ranking has no seeds."""
-    ok = frame[frame["status"] == "ok"].assign(budget=lambda f: _budget(f))
+    ok = frame[frame["status"] == "ok"].assign(budget=budget_of)
     out = {}
     for name, (component, metric) in RANKINGS.items():
         part = ok[(ok["component"] == component) & (ok["metric"] == metric)]
@@ -54,7 +50,7 @@ def _values(frame: pd.DataFrame, fid: pd.DataFrame | None) -> dict[str, pd.DataF
                                   "seed": part["seed"] if seeded else -1, "value": part["value"]})
     if fid is not None:
         part = fid[(fid["metric"] == "fid") & (fid["status"] == "ok")]
-        part = part.assign(budget=_budget(part))
+        part = part.assign(budget=budget_of(part))
         out["FID"] = pd.DataFrame({"solver": part["solver"], "budget": part["budget"].astype(float),
                                    "seed": -1, "value": part["value"]})
     return out
@@ -86,14 +82,18 @@ def kendall_table(frame: pd.DataFrame, fid: pd.DataFrame | None = None, boot: in
     rng = np.random.default_rng(seed)
     draws = [rng.choice(seeds, len(seeds)) for _ in range(boot)] if len(seeds) else []
     rows = []
+    seeded = {name: bool((v["seed"] >= 0).any()) for name, v in values.items()}
     for budget in budgets:
+        point = {name: _means(v, budget, None) for name, v in values.items()}
+        # per ranking, its means under every bootstrap draw, once (a ranking enters several pairs)
+        resampled = {name: ([_means(v, budget, d) for d in draws] if seeded[name]
+                            else [point[name]] * len(draws)) for name, v in values.items()}
         for first, second in combinations(values, 2):
-            a, b = values[first], values[second]
-            tau, n = _tau(_means(a, budget, None), _means(b, budget, None))
+            tau, n = _tau(point[first], point[second])
             if math.isnan(tau):
                 continue
-            seeded = (a["seed"] >= 0).any() or (b["seed"] >= 0).any()
-            taus = [_tau(_means(a, budget, d), _means(b, budget, d))[0] for d in draws] if seeded else []
+            taus = ([_tau(x, y)[0] for x, y in zip(resampled[first], resampled[second], strict=True)]
+                    if seeded[first] or seeded[second] else [])
             taus = [t for t in taus if math.isfinite(t)]
             lo, hi = (np.percentile(taus, [2.5, 97.5]) if taus else (math.nan, math.nan))
             reading = ("positive" if lo > 0 else "negative" if hi < 0 else "unresolved") if taus else \
@@ -106,7 +106,7 @@ def kendall_table(frame: pd.DataFrame, fid: pd.DataFrame | None = None, boot: in
 
 def split_table(frame: pd.DataFrame, metric: str = "path-rms") -> pd.DataFrame:
     """path-rms per (solver, budget), mean over seeds, for each component, with w2-exact on -gauss."""
-    ok = frame[frame["status"] == "ok"].assign(budget=lambda f: _budget(f))
+    ok = frame[frame["status"] == "ok"].assign(budget=budget_of)
     part = ok[(ok["metric"] == metric) & ok["component"].isin(SPLIT_COLUMNS[:3])]
     wide = part.pivot_table(index=["solver", "budget"], columns="component", values="value", aggfunc="mean")
     score = ok[(ok["component"] == "score") & (ok["metric"] == metric)]["value"].mean()

@@ -199,6 +199,11 @@ def load_results(results_dir: Path | str, solvers: list[str] | None = None,
 # ----------------------------------------------------------------------------- aggregates
 
 
+def budget_of(rows: pd.DataFrame) -> pd.Series:
+    """Each row's NFE budget: `nfe_budget` where the study placed it at one, else its NFE."""
+    return rows["nfe_budget"].fillna(rows["nfe"]) if "nfe_budget" in rows else rows["nfe"]
+
+
 def ok_rows(rows: pd.DataFrame, positive: bool = True) -> pd.DataFrame:
     """Rows with status ok and a finite (and, for log axes, positive) value; a decomposition's
     "score" rows (the reference solver with the tested model, one value per seed) are not a solver's

@@ -20,7 +20,6 @@ whether the exact study predicts the learned one (Kendall tau, bootstrap over se
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -35,13 +34,13 @@ from bench.measure.models import analytic_model
 from bench.measure.paired import WEAK_METRICS, paired_row
 from bench.measure.reference import reference
 from bench.measure.theory import theory
+from bench.studies.decompose import PRIOR_STREAM
 from bench.studies.defaults import LINK_NFE, LINK_SOLVERS
 from bench.studies.images.models import image_shape, load_model
 from bench.sweep.engine import Cell, Study
 from solvers import Solver, make_solver, resolve
 from solvers.model import Model
 
-PRIOR_STREAM = 7  # exact-sample stream of x_T (as the mixture decomposition)
 SPLIT_METRICS = ("path-rms", *WEAK_METRICS)
 COMPONENTS = ("discretization", "both", "exact", "score", "exact-gauss")
 TARGETS = {"digits": "digits-gmm", "fmnist": "fmnist-gmm"}  # the shipped models' fitted targets
@@ -126,7 +125,6 @@ class SplitStudy(Study):
         cfg = self.settings
         if cfg.samples < 2 or not cfg.seeds or not cfg.nfe:
             raise SplitError("--samples must be >= 2 and --seeds, --nfe not empty")
-        cfg.target_name()
         for name in (cfg.target_name(), cfg.gauss_name()):
             get_problem(name)  # a bad target or missing data fails here, in one line
         chosen = resolve(cfg.solvers)
@@ -148,12 +146,7 @@ class SplitStudy(Study):
 
     def incompatibility(self, old_config: dict) -> str | None:
         """A rerun may add or change --fid-results (it only feeds the report's Kendall table)."""
-        def core(config: dict) -> dict:
-            return {k: v for k, v in (config or {}).items() if k != "fid_results"}
-
-        if core(old_config) == core(json.loads(json.dumps(self.config()))):
-            return None
-        return "holds a different run's config; use another --out or the same options"
+        return super().incompatibility({**(old_config or {}), "fid_results": self.settings.fid_results})
 
     def manifest_extra(self) -> dict:
         cfg = self.settings
