@@ -45,8 +45,10 @@ def find_idx(root: Path, stem: str) -> Path:
                     "with the Fashion-MNIST idx files")
 
 
+@lru_cache(maxsize=2)
 def fashion_mnist_uint8(root: Path = FASHION_ROOT, train: bool = True) -> np.ndarray:
-    """Fashion-MNIST as uint8 [N, 1, 32, 32] (28x28 zero-padded by 2 on each side)."""
+    """Fashion-MNIST as uint8 [N, 1, 32, 32] (28x28 zero-padded by 2 on each side), read once per
+    process (47 MB for the training split; treat it as read-only)."""
     split = "train" if train else "t10k"
     images = read_idx(find_idx(Path(root), f"{split}-images-idx3-ubyte"))
     if images.ndim != 3:
@@ -61,7 +63,6 @@ def fashion_mnist_labels(root: Path = FASHION_ROOT, train: bool = True) -> np.nd
     return read_idx(find_idx(Path(root), f"{split}-labels-idx1-ubyte")).astype(np.int64)
 
 
-@lru_cache(maxsize=2)
 def fashion_mnist(root: Path = FASHION_ROOT, train: bool = True) -> tuple[Tensor, Tensor]:
     """(images float64 [N, 1, 32, 32] in [-1, 1], labels int64 [N])."""
     images = torch.from_numpy(fashion_mnist_uint8(root, train).astype(np.float64) / 127.5 - 1.0)

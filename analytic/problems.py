@@ -203,7 +203,7 @@ def image_problem(name: str, schedule: str = "vp-linear") -> Problem:
     try:
         info = image_problems.describe(name)
         target, shape = image_problems.image_target(name)
-    except (image_problems.ImageProblemError, ValueError) as exc:
+    except ValueError as exc:  # ImageProblemError, DataError (missing data) and bad [n=N]
         raise ProblemError(str(exc)) from None
     if schedule not in SCHEDULES:
         raise ProblemError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
