@@ -320,7 +320,8 @@ def _noise_slots(calls: list[tuple[float, float]], kind: str | None) -> tuple[Te
     return terms, torch.minimum(points[:, None], points[None, :])
 
 
-def _sqrtm_psd(m: Tensor) -> Tensor:
+def sqrtm_psd(m: Tensor) -> Tensor:
+    """The PSD square root of a symmetric matrix (negative rounding eigenvalues clamped to 0)."""
     vals, vecs = torch.linalg.eigh(0.5 * (m + m.T))
     return (vecs * vals.clamp_min(0).sqrt()) @ vecs.T
 
@@ -352,7 +353,7 @@ def bures_w2(m1: Tensor, c1: Tensor, m2: Tensor, c2: Tensor) -> float:
             x = x_new
         cov_term = float(torch.trace(delta)) - 2 * float(torch.trace(x))
     if cov_term is None:
-        r2 = _sqrtm_psd(c2)
-        cross = _sqrtm_psd(r2 @ c1 @ r2)
+        r2 = sqrtm_psd(c2)
+        cross = sqrtm_psd(r2 @ c1 @ r2)
         cov_term = float(torch.trace(c1) + torch.trace(c2) - 2 * torch.trace(cross))
     return math.sqrt(max(mean_term + max(cov_term, 0.0), 0.0))

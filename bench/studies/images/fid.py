@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.metric_fid import fid_features_to_statistics
 
+from bench.measure.exact_law import sqrtm_psd
 from bench.studies.images.data import load_dataset, to_uint8
 
 INCEPTION = "inception-v3-compat"
@@ -283,11 +284,6 @@ def statistics(feats: Tensor) -> Stats:
     return fid_features_to_statistics(feats.double().cpu())
 
 
-def _sqrtm_psd(sigma: Tensor) -> Tensor:
-    values, vectors = torch.linalg.eigh(sigma)
-    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
-
-
 def frechet(stats_1: Stats, stats_2: Stats, device: str | torch.device = "cpu") -> float:
     """Frechet distance |mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr (S1 S2)^(1/2), in float64 on `device`.
 
@@ -300,7 +296,7 @@ def frechet(stats_1: Stats, stats_2: Stats, device: str | torch.device = "cpu") 
         return torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)
 
     if "sigma_root" not in stats_2:
-        stats_2["sigma_root"] = _sqrtm_psd(tensor(stats_2["sigma"])).cpu().numpy()
+        stats_2["sigma_root"] = sqrtm_psd(tensor(stats_2["sigma"])).cpu().numpy()
     root, sigma_1, sigma_2 = tensor(stats_2["sigma_root"]), tensor(stats_1["sigma"]), tensor(stats_2["sigma"])
     inner = root @ sigma_1 @ root
     tr_covmean = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum()
