@@ -14,39 +14,13 @@ from bench.measure.exact_law import bures_w2
 from bench.measure.metrics import w2_exact
 from bench.measure.models import analytic_model
 from solvers import make_solver
+from tests.util import eigen_recursion_w2
 
 
 def _recursion_w2(solver: str, problem, times: torch.Tensor) -> float:
-    """Exact W2 from scalar mean/variance recursions in the target covariance's eigenbasis, written
-    from the update formulas (not the solver code): each step is y' = a y + b (+ noise)."""
-    sched, target = problem.schedule, problem.target
-    lam, u = torch.linalg.eigh(target.covs[0])
-    m = u.T @ target.means[0]
-
-    def coef(t: float) -> tuple[float, float]:
-        return float(sched.alpha(t)), float(sched.sigma(t))
-
-    a0, s0 = coef(float(times[0]))
-    mean, var = a0 * m, a0**2 * lam + s0**2
-    for t, t1 in zip(times[:-1].tolist(), times[1:].tolist(), strict=True):
-        al, sg = coef(t)
-        v = al**2 * lam + sg**2  # marginal variance at t per direction
-        h, f, g2 = t1 - t, float(sched.f(t)), float(sched.g2(t))
-        extra = torch.zeros_like(var)
-        if solver == "euler":  # y' = y + h (f y + g^2/2 (y - al m) / v)
-            a, b = 1 + h * (f + g2 / (2 * v)), -h * g2 * al * m / (2 * v)
-        elif solver == "euler-maruyama":  # y' = y + h (f y + g^2 (y - al m) / v) + g dW
-            a, b = 1 + h * (f + g2 / v), -h * g2 * al * m / v
-            extra = torch.full_like(var, g2 * abs(h))
-        else:  # ddim: y' = al1 x0 + sg1 eps, eps = sg (y - al m) / v, x0 = (y - sg eps) / al
-            al1, sg1 = coef(t1)
-            c = sg1 - al1 * sg / al
-            a, b = al1 / al + c * sg / v, -c * sg * al * m / v
-        mean, var = a * mean + b, a * a * var + extra
-    a_end, s_end = coef(float(times[-1]))
-    mean_ref, var_ref = a_end * m, a_end**2 * lam + s_end**2
-    root_gap = (var - var_ref) / (var.sqrt() + var_ref.sqrt())
-    return math.sqrt(float(((mean - mean_ref) ** 2).sum() + (root_gap**2).sum()))
+    """eigen_recursion_w2 with the target covariance's eigendecomposition."""
+    lam, u = torch.linalg.eigh(problem.target.covs[0])
+    return eigen_recursion_w2(solver, lam, u.T @ problem.target.means[0], problem.schedule, times)
 
 
 @pytest.mark.parametrize("solver", ["euler", "ddim", "euler-maruyama"])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -16,6 +14,7 @@ from bench.measure.metrics import w2_exact
 from bench.measure.models import analytic_model
 from solvers import make_solver
 from tests.requires import needs_fashion_mnist
+from tests.util import eigen_recursion_w2
 
 IMAGE_PROBLEMS = ["digits-gauss", "digits-gmm", "digits-empirical", "fmnist-gauss", "fmnist-gmm",
                   "fmnist-empirical"]
@@ -37,28 +36,11 @@ def test_bad_image_problem_names() -> None:
 
 
 def _ddim_recursion_w2(mean: np.ndarray, cov: np.ndarray, schedule, times: torch.Tensor) -> float:
-    """Exact W2 of DDIM's output law, written from the DDIM update on d independent 1-D problems
-    (the covariance diagonalised with numpy): per direction y' = a y + b with the exact eps."""
+    """Exact W2 of DDIM from d independent 1-D problems: the covariance diagonalised with numpy, then
+    tests.util.eigen_recursion_w2 (the DDIM update per direction, y' = a y + b with the exact eps)."""
     lam, u = np.linalg.eigh(cov)
-    lam = np.maximum(lam, 0.0)
-    m = u.T @ mean
-
-    def coef(t: float) -> tuple[float, float]:
-        return float(schedule.alpha(t)), float(schedule.sigma(t))
-
-    a0, s0 = coef(float(times[0]))
-    mu, var = a0 * m, a0**2 * lam + s0**2
-    for t, t1 in zip(times[:-1].tolist(), times[1:].tolist(), strict=True):
-        al, sg = coef(t)
-        al1, sg1 = coef(t1)
-        v = al**2 * lam + sg**2
-        c = sg1 - al1 * sg / al
-        a, b = al1 / al + c * sg / v, -c * sg * al * m / v
-        mu, var = a * mu + b, a * a * var
-    a_end, s_end = coef(float(times[-1]))
-    ref_mu, ref_var = a_end * m, a_end**2 * lam + s_end**2
-    gap = (var - ref_var) / (np.sqrt(var) + np.sqrt(ref_var))
-    return math.sqrt(float(((mu - ref_mu) ** 2).sum() + (gap**2).sum()))
+    lam, m = torch.from_numpy(np.maximum(lam, 0.0)), torch.from_numpy(u.T @ mean)
+    return eigen_recursion_w2("ddim", lam, m, schedule, times)
 
 
 def _fitted(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
