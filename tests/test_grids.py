@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analytic import GRIDS, SCHEDULES, get_schedule, make_grid
+from analytic import GRIDS, SCHEDULES, get_problem, get_schedule, make_grid
+from analytic.grids import GridError
+
+TARGET = get_problem("gauss-aniso-3d").target
 
 
 @pytest.mark.parametrize("grid", list(GRIDS))
@@ -13,7 +16,7 @@ from analytic import GRIDS, SCHEDULES, get_schedule, make_grid
 def test_end_points_and_monotone(grid, schedule):
     sched = get_schedule(schedule)
     for steps in (1, 4, 37):
-        times = make_grid(grid, sched, steps, sched.t_min, sched.t_max)
+        times = make_grid(grid, sched, steps, sched.t_min, sched.t_max, target=TARGET)
         assert times.dtype == torch.float64 and len(times) == steps + 1
         assert times[0] == sched.t_max and times[-1] == sched.t_min
         assert (torch.diff(times) < 0).all()
@@ -52,7 +55,13 @@ def test_quadratic_and_poly():
 
 def test_bad_grid_inputs():
     sched = get_schedule("vp-linear")
-    with pytest.raises(KeyError, match="valid"):
+    with pytest.raises(GridError, match="valid"):
         make_grid("nope", sched, 4, 1e-3, 1.0)
-    with pytest.raises(ValueError, match="steps"):
+    with pytest.raises(GridError, match="steps"):
         make_grid("uniform", sched, 0, 1e-3, 1.0)
+    with pytest.raises(GridError, match="key=number"):
+        make_grid("karras[rho]", sched, 4, 1e-3, 1.0)
+    with pytest.raises(GridError, match="needs c"):
+        make_grid("ays-gauss", sched, 4, 1e-3, 1.0)
+    with pytest.raises(GridError, match="rho"):
+        make_grid("logsnr[rho=3]", sched, 4, 1e-3, 1.0)

@@ -100,11 +100,13 @@ def run_cmd(model: str, solvers: list[str], nfe: list[int], samples: int, batch:
             fid_extractor: str, fid_reference: int, fid_data_root: Path | None, fid_cache_dir: Path | None,
             fid_dtype: str, fid_batch: int, device: str, out: Path) -> None:
     """path-rms (and FID) against NFE for every solver on a learned image model."""
-    from analytic import GRIDS
+    from analytic.grids import GridError, check_grid
     from bench.studies.images.run import ImageRunConfig, run_images
 
-    if grid.split("[")[0] not in GRIDS:
-        raise click.BadParameter(f"unknown grid {grid!r}; valid: {', '.join(GRIDS)}")
+    try:
+        check_grid(grid, "")
+    except GridError as exc:
+        raise click.BadParameter(str(exc)) from None
     if len(seeds) != 1:
         raise click.BadParameter(f"--seeds: an image run takes one seed per results directory, got "
                                  f"{len(seeds)}")

@@ -25,13 +25,14 @@ from bench.cli.options import (
 from bench.studies.defaults import DEFAULT_NFE, DEFAULT_PROBLEMS, DEFAULT_SAMPLES, DEFAULT_SEEDS
 
 _ERROR_CLASSES = {  # module: exceptions whose message is meant for the user
-    "analytic": ["ProblemError"], "bench.measure.metrics": ["MetricError"],
+    "analytic": ["ProblemError"], "analytic.grids": ["GridError"], "bench.measure.metrics": ["MetricError"],
     "bench.report.figures": ["ResultsError"], "bench.studies.analytic": ["SweepError"],
     "bench.studies.learned": ["CheckpointError"], "bench.sweep.executor": ["ExecutorError"],
     "bench.sweep.store": ["RunDirError"], "solvers.registry": ["UnknownSolverError"],
     "bench.studies.images.data": ["DataError"], "bench.studies.images.fid": ["FIDError"],
     "bench.studies.images.models": ["ModelLoadError"], "bench.studies.images.run": ["ImageRunError"],
     "bench.studies.images.train": ["TrainError"], "bench.studies.images.split": ["SplitError"],
+    "bench.studies.grid_optimize": ["OptimizeError"],
 }
 
 
@@ -126,7 +127,11 @@ def list_grids(fmt: str) -> None:
     """Time grids (parameters in brackets, e.g. karras[rho=5])."""
     from analytic import GRIDS
 
-    _emit([{"name": k, "description": d} for k, (_, d) in GRIDS.items()], fmt)
+    rows = [{"name": k, "description": g.description} for k, g in GRIDS.items()]
+    rows += [{"name": "gits", "description": "GITS dynamic programming on a teacher trajectory of the "
+              "problem's model, parameters points, coeff, substeps, samples (Chen et al. 2024)"},
+             {"name": "file:PATH", "description": "a grid file (bench grid optimize writes them)"}]
+    _emit(rows, fmt)
 
 
 @list_cmd.command("schedules")
@@ -346,12 +351,13 @@ def _command_paths(group: click.Group, prefix: str = "") -> list[str]:
 
 
 from bench.cli.fid import fid_group  # noqa: E402 (the groups import only click and bench.cli.options)
+from bench.cli.grid import grid_group  # noqa: E402
 from bench.cli.images import images_group  # noqa: E402
 from bench.cli.learned import learned_group  # noqa: E402
 from bench.cli.split import split_cmd  # noqa: E402
 
 images_group.add_command(split_cmd)
-for _group in (learned_group, images_group, fid_group):
+for _group in (learned_group, images_group, fid_group, grid_group):
     cli.add_command(_group)
 
 

@@ -15,9 +15,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from analytic import get_problem, make_grid  # noqa: E402
+from analytic import get_problem  # noqa: E402
 from analytic.image_problems import is_image_problem  # noqa: E402
 from bench.measure import metrics  # noqa: E402
+from bench.measure.grids import problem_grid  # noqa: E402
 from bench.measure.models import analytic_model  # noqa: E402
 from bench.report.results import budget_of  # noqa: E402
 from bench.studies.decompose import PRIOR_STREAM  # noqa: E402
@@ -78,8 +79,7 @@ def sample_grids(rows: pd.DataFrame, figdir: Path) -> list[Path]:
                 steps = solver.steps_for_nfe(budget)
                 if steps is None:
                     continue
-                times = make_grid(str(part["grid"].iloc[0]), problem.schedule, steps, problem.t_min,
-                                  problem.t_max)
+                times = problem_grid(str(part["grid"].iloc[0]), problem, steps)
                 images.append(solver.run(model, times, x_T.clone()).x)
                 labels.append(f"{label} ({solver.nfe(steps)})")
             slug = name.replace("[", "-").replace("]", "").replace("=", "").replace(",", "-")

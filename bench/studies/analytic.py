@@ -18,9 +18,11 @@ from pathlib import Path
 
 import torch
 
-from analytic import GRIDS, get_problem, make_grid
+from analytic import get_problem
+from analytic.grids import GridError, check_grid
 from analytic.problems import Problem
 from bench.measure import metrics
+from bench.measure.grids import problem_grid
 from bench.measure.metrics import metric_rows
 from bench.measure.models import analytic_model
 from bench.measure.paired import PATH_METRICS, WEAK_METRICS, paired_row
@@ -128,9 +130,10 @@ def validate(config: SweepConfig) -> tuple[list[Problem], list[Sampler]]:
         solvers = resolve(config.solvers)
     except (KeyError, ValueError) as exc:
         raise SweepError(str(exc).strip("'\"")) from None
-    grid_name, _ = parse_spec(config.grid)
-    if grid_name not in GRIDS:
-        raise SweepError(f"unknown grid {grid_name!r}; valid: {', '.join(GRIDS)}")
+    try:
+        check_grid(config.grid, problems[0].schedule.name if problems else "")
+    except GridError as exc:
+        raise SweepError(str(exc)) from None
     for m in config.metrics or []:
         if m not in metrics.METRICS:
             raise SweepError(f"unknown metric {m!r}; valid: {', '.join(metrics.METRICS)}")
@@ -266,8 +269,10 @@ def run_cell(config: SweepConfig, cell: Cell) -> list[dict]:
         need = solver.nfe(solver.min_steps) if cell.mode == "nfe" else solver.min_steps
         what = "NFE" if cell.mode == "nfe" else "steps"
         return rows("skipped", f"needs at least {need} {what}", int(cell.target) if cell.mode != "tol" else 0)
-    grid_name, grid_params = parse_spec(config.grid)
-    times = make_grid(grid_name, problem.schedule, steps, problem.t_min, problem.t_max, **grid_params)
+    try:
+        times = problem_grid(config.grid, problem, steps, model)
+    except GridError as exc:  # e.g. a grid file made for another step count
+        return rows("skipped", str(exc), steps)
     x_T = _prior(problem, config, config.samples, cell.seed, dtype).to(config.device)
     noise_seed = _stream_seed(cell.seed, problem.name, "noise")
     noise = solver.noise_source(noise_seed, problem.t_min, problem.t_max)

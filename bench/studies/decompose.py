@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from analytic import get_problem, make_grid
+from analytic import get_problem
 from bench.measure import metrics
+from bench.measure.grids import problem_grid
 from bench.measure.models import analytic_model
 from bench.measure.reference import path_rms, reference
 from bench.measure.theory import theory
@@ -83,7 +84,7 @@ class DecomposeStudy(Study):
         ref_exact = reference(problem, exact, x_T, seed)
         # fresh instances for the reference and the run: a noisy perturbation draws from its own seed
         ref_tested = reference(problem, parse_model_spec(cfg.model, problem), x_T, seed, model_name=cfg.model)
-        times = make_grid(cfg.grid, problem.schedule, n, problem.t_min, problem.t_max)
+        times = problem_grid(cfg.grid, problem, n, exact)
         runs = {"discretization": solver.run(exact, times, x_T.clone()),
                 "both": solver.run(parse_model_spec(cfg.model, problem), times, x_T.clone())}
         found = {"score": ref_tested.x, **{k: r.x for k, r in runs.items()}}

@@ -16,3 +16,6 @@ DEFAULT_GRID = "logsnr"
 LINK_SOLVERS = ["ddim", "euler", "heun", "dpm-solver-2", "dpm-solver-3", "dpmpp-2s", "dpmpp-2m", "dpmpp-3m",
                 "deis-3", "ipndm", "unipc-2", "unipc-3"]
 LINK_NFE = [5, 10, 20]
+
+GRID_SOLVERS = ["ddim", "heun", "dpmpp-2m", "unipc-2", "dpm-solver-3"]
+"""The solvers of the grid studies (`bench grid study`, `bench grid transfer`): one per family and order."""

@@ -19,10 +19,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor
 
-from analytic import get_problem, make_grid
+from analytic import get_problem
 from analytic.problems import Problem
 from analytic.targets import GaussianMixture
 from bench.measure import metrics
+from bench.measure.grids import problem_grid
 from bench.measure.reference import path_rms, reference
 from bench.measure.theory import theory
 from bench.studies.learned import CheckpointError
@@ -133,7 +134,7 @@ class GuidedStudy(Study):
         x_T = metrics.exact_samples(problem, cfg.samples, seed, t=problem.t_max, stream=7)
         ref = reference(problem, model, x_T, seed, model_name=name)
         solver = make_solver(label)
-        times = make_grid(cfg.grid, problem.schedule, n, problem.t_min, problem.t_max)
+        times = problem_grid(cfg.grid, problem, n, model)
         result = solver.run(model, times, x_T.clone())
         th = theory(solver, "path-rms")
         value = path_rms(result.x, ref.x)

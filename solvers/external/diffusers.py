@@ -32,12 +32,12 @@ from solvers.external.base import (
     set_meta,
     twin_meta,
 )
+from solvers.external.grid_export import KNOTS, trained_betas
 from solvers.model import Model
 from solvers.noise import IidNoise, NoiseSource
 from solvers.registry import UnknownSolverError
 from solvers.sampler import Progress, SampleResult
 
-KNOTS = 1000
 FIXED = ("self", "kwargs", "trained_betas", "beta_start", "beta_end", "beta_schedule", "num_train_timesteps")
 # not unconditional eps samplers on a beta schedule: inversion, inpainting, v-prediction video, angle schedule
 EXCLUDED = {"DDIMInverseScheduler", "DPMSolverMultistepInverseScheduler", "RePaintScheduler",
@@ -114,9 +114,7 @@ class DiffusersSolver(ExternalSolver):
         start = time.perf_counter()
         sched, steps = model.schedule, len(times) - 1
         t_min, t_max = float(times[-1]), float(times[0])
-        knots = t_min + (t_max - t_min) * torch.arange(KNOTS, dtype=torch.float64) / (KNOTS - 1)
-        abar = sched.alpha(knots) ** 2
-        betas = 1 - abar / torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+        betas = trained_betas(sched, t_min, t_max)
         scheduler = getattr(_lib(), self.target)(trained_betas=betas.tolist(), **self.config)
         scheduler.set_timesteps(steps)
         counted = CountingModel(model)

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from analytic import make_grid
+from bench.measure.grids import model_grid
 from bench.measure.reference import integrator_for, path_rms, self_checked
 from bench.measure.theory import theory
 from bench.studies.images.data import DataError, load_dataset, to_uint8
@@ -170,7 +170,8 @@ def _context(cfg: ImageRunConfig) -> tuple[Model, torch.Tensor, dict, FIDHook | 
 
 
 def _times(cfg: ImageRunConfig, schedule, steps: int) -> torch.Tensor:
-    return make_grid(cfg.grid, schedule, steps, schedule.t_min, schedule.t_max)
+    model, x_T, _, _ = _context(cfg)
+    return model_grid(cfg.grid, model, steps, schedule.t_min, schedule.t_max, x_T)
 
 
 def _reference(cfg: ImageRunConfig, solver: Solver) -> tuple[torch.Tensor, float]:

@@ -27,9 +27,10 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from analytic import get_problem, make_grid
+from analytic import get_problem
 from analytic.problems import Problem
 from bench.measure import metrics
+from bench.measure.grids import problem_grid
 from bench.measure.models import analytic_model
 from bench.measure.paired import WEAK_METRICS, paired_row
 from bench.measure.reference import reference
@@ -152,7 +153,7 @@ class SplitStudy(Study):
         cfg = self.settings
         return {"target": cfg.target_name(), "gauss_target": cfg.gauss_name(),
                 "network_reference": f"{cfg.reference_method} at {cfg.reference_steps} and "
-                                     f"{2 * cfg.reference_steps} steps ({cfg.grid})",
+                                     f"{2 * cfg.reference_steps} steps (logsnr)",
                 "exact_reference": "RK4 in log-SNR, self-checked N vs 2N (bench/measure/reference.py)"}
 
     def _references(self, setup: Setup, seed: int):
@@ -161,7 +162,7 @@ class SplitStudy(Study):
                                     stream=PRIOR_STREAM)
         exact_ref = reference(setup.problem, setup.exact, x_T, seed)
         net_ref = reference(setup.problem, setup.network, x_T, seed, method=cfg.reference_method,
-                            steps=cfg.reference_steps, grid=cfg.grid, model_name=cfg.model)
+                            steps=cfg.reference_steps, grid="logsnr", model_name=cfg.model)
         return x_T, exact_ref, net_ref
 
     def run_cell(self, cell: Cell) -> list[dict]:
@@ -183,7 +184,7 @@ class SplitStudy(Study):
                     for m in SPLIT_METRICS]
         solver = make_solver(label)
         steps = solver.steps_for_nfe(budget)
-        times = make_grid(cfg.grid, setup.problem.schedule, steps, setup.problem.t_min, setup.problem.t_max)
+        times = problem_grid(cfg.grid, setup.problem, steps)
         with_net = solver.run(setup.network, times, x_T.clone())
         with_exact = solver.run(setup.exact, times, x_T.clone())
         pairs = {"discretization": (with_net, net_ref), "both": (with_net, exact_ref),
@@ -199,7 +200,7 @@ class SplitStudy(Study):
     def _gauss_rows(self, setup: Setup, solver: Solver, budget: int) -> list[dict]:
         problem = setup.gauss
         steps = solver.steps_for_nfe(budget)
-        times = make_grid(self.settings.grid, problem.schedule, steps, problem.t_min, problem.t_max)
+        times = problem_grid(self.settings.grid, problem, steps)
         value = metrics.w2_exact(problem, solver, analytic_model(problem), times)
         row = self._row(setup, solver, steps, solver.nfe(steps), self.settings.seeds[0], "exact-gauss",
                         "w2-exact", {"value": value, "stderr": 0.0, "noise_floor": 0.0}, budget)
