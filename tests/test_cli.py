@@ -121,6 +121,7 @@ class _Ran(Exception):
 def no_studies(monkeypatch):
     """Every long-running entry point raises _Ran (the command got past its input checks)."""
     import bench.studies.analytic as analytic
+    import bench.studies.grid_optimize as grid_optimize
     import bench.studies.images.run as image_run
     import bench.studies.images.train as image_train
     import bench.studies.learned as learned
@@ -130,7 +131,7 @@ def no_studies(monkeypatch):
         raise _Ran
 
     for module, name in [(analytic, "run_sweep"), (engine, "run_study"), (learned, "train"),
-                         (image_train, "train"), (image_run, "run_images")]:
+                         (image_train, "train"), (image_run, "run_images"), (grid_optimize, "optimize")]:
         monkeypatch.setattr(module, name, ran)
 
 

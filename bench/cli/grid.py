@@ -48,6 +48,9 @@ def optimize_cmd(solver: str, nfe: int, problem: str, schedule: str | None, obje
     steps = sampler.steps_for_nfe(nfe)
     if steps is None:
         raise OptimizeError(f"{sampler.label} needs at least {sampler.nfe(sampler.min_steps)} NFE")
+    if steps < 2:
+        raise OptimizeError(f"a 1-step grid has no interior time to optimise (NFE {nfe} gives {sampler.label} "
+                            "1 step)")
     f = make_objective(objective, prob, sampler, samples=samples, seed=seed)
     click.echo(f"{sampler.label} at NFE {sampler.nfe(steps)} ({steps} steps) on {prob.name}, "
                f"objective {objective}", err=True)
