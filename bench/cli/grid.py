@@ -49,8 +49,8 @@ def optimize_cmd(solver: str, nfe: int, problem: str, schedule: str | None, obje
     if steps is None:
         raise OptimizeError(f"{sampler.label} needs at least {sampler.nfe(sampler.min_steps)} NFE")
     if steps < 2:
-        raise OptimizeError(f"a 1-step grid has no interior time to optimise (NFE {nfe} gives {sampler.label} "
-                            "1 step)")
+        raise OptimizeError(f"a 1-step grid has no interior time to optimise (NFE {nfe} gives "
+                            f"{sampler.label} 1 step)")
     f = make_objective(objective, prob, sampler, samples=samples, seed=seed)
     click.echo(f"{sampler.label} at NFE {sampler.nfe(steps)} ({steps} steps) on {prob.name}, "
                f"objective {objective}", err=True)
@@ -143,7 +143,9 @@ def show_cmd(grids: tuple[str, ...], problem: str, schedule: str | None, steps: 
     for g in grids:
         n = len(read_grid_file(g[5:])["times"]) - 1 if g.startswith("file:") else steps
         times[Path(g[5:]).stem if g.startswith("file:") else g] = problem_grid(g, prob, n)
-    click.echo(f"wrote {plot_grids(times, prob.schedule, out, f'{prob.name} ({prob.schedule.name})')}")
+    files = tuple(Path(g[5:]).stem for g in grids if g.startswith("file:"))
+    title = f"{prob.name} ({prob.schedule.name}), {steps} steps"
+    click.echo(f"wrote {plot_grids(times, prob.schedule, out, title, files)}")
 
 
 @grid_group.command("export")

@@ -68,16 +68,21 @@ def transfer_table(rows: pd.DataFrame) -> pd.DataFrame:
     return fmt.pivot_table(index=["solver", "nfe"], columns="grid", values="text", aggfunc="first")
 
 
-def plot_grids(times: dict[str, Tensor], schedule, out: Path, title: str) -> Path:
-    """Grids side by side: time and log-SNR against the step index."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for name, t in times.items():
+def plot_grids(times: dict[str, Tensor], schedule, out: Path, title: str,
+               files: tuple[str, ...] = ()) -> Path:
+    """Grids side by side: time and log-SNR against the step index (grid files, `files`, dashed)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    colors = plt.get_cmap("tab20").colors
+    for k, (name, t) in enumerate(times.items()):
         index = np.arange(len(t))
-        axes[0].plot(index, t.numpy(), marker="o", ms=3, label=name)
-        axes[1].plot(index, schedule.log_snr(t).numpy(), marker="o", ms=3, label=name)
+        style = {"marker": "o", "ms": 3, "label": name, "color": colors[2 * k % 20 + k // 10]}
+        if name in files:
+            style.update(ls="--", lw=2)
+        axes[0].plot(index, t.numpy(), **style)
+        axes[1].plot(index, schedule.log_snr(t).numpy(), **style)
     axes[0].set(xlabel="step index i", ylabel="t_i (schedule time)", title="time")
     axes[1].set(xlabel="step index i", ylabel="log-SNR lambda(t_i)", title="log-SNR")
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(title)
     fig.tight_layout()
     out = Path(out)
@@ -91,7 +96,7 @@ def plot_grid_study(rows: pd.DataFrame, out: Path) -> Path:
     """Objective per solver (groups) and grid (bars), log scale; the optimised grid last."""
     table = grid_table(rows)
     grids = [g for g in table.columns if g not in ("best standard", "gain", OPTIMIZED)] + [OPTIMIZED]
-    labels = [f"{s}\nNFE {n}" for s, n in table.index]
+    labels = [f"{s}\nNFE {int(n)}" for s, n in table.index]
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(labels)), 4))
     width = 0.8 / len(grids)
     for k, g in enumerate(grids):
