@@ -126,12 +126,18 @@ def plot_transfer(rows: pd.DataFrame, out: Path) -> Path:
         part = summary[summary["solver"] == solver]
         for grid, g in part.groupby("grid", sort=False):
             style = {"color": "black", "lw": 2} if grid == OPTIMIZED else {"lw": 1, "alpha": 0.8}
-            err = np.vstack([g["path_rms"] - g["ci_lo"], g["ci_hi"] - g["path_rms"]])
+            lo = np.maximum(g["ci_lo"], g["path_rms"] / 10)  # a CI reaching below 0 is drawn to mean/10
+            err = np.vstack([g["path_rms"] - lo, g["ci_hi"] - g["path_rms"]])
             ax.errorbar(g["nfe"], g["path_rms"], yerr=err, marker="o", ms=3, capsize=2, label=grid, **style)
         ax.set(xscale="log", yscale="log", xlabel="NFE", title=solver)
+        budgets = sorted(set(part["nfe"]))
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.minorticks_off()
     axes[0][0].set_ylabel(f"path-rms vs the network's own flow ({rows['model'].iloc[0]})")
     axes[0][-1].legend(fontsize=7)
-    fig.suptitle("grids optimised on the exact Gaussian fit, used with the learned model (95% CI, seeds)")
+    source = rows.loc[rows["grid"] == OPTIMIZED, "reason"].dropna()
+    origin = f" ({source.iloc[0]})" if len(source) and source.iloc[0] else ""
+    fig.suptitle(f"optimised grids{origin} vs the standard ones with the learned model; 95% CI over seeds")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)

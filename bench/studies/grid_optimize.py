@@ -111,6 +111,13 @@ class Optimized:
     seconds: float
     history: list[float] = field(default_factory=list)
 
+    @property
+    def best_standard(self) -> tuple[str, float]:
+        """The standard grid with the lowest finite objective, and that objective."""
+        finite = {g: v for g, v in self.standard.items() if math.isfinite(v)}
+        name = min(finite, key=finite.get)
+        return name, finite[name]
+
 
 def standard_values(
     f: Callable[[Tensor], float], problem: Problem, steps: int, grids: tuple[str, ...] = STANDARD_GRIDS
@@ -133,9 +140,11 @@ def optimize(
     *,
     max_iter: int = 200,
     grids: tuple[str, ...] = STANDARD_GRIDS,
+    starts: int = 1,
     progress: bool = True,
 ) -> Optimized:
-    """Minimise f over the interior times of a `steps`-step grid, from the best of `grids`."""
+    """Minimise f over the interior times of a `steps`-step grid from each of the `starts` best of
+    `grids` (multi-start: a local minimum near one grid need not be the best); keep the best."""
     if steps < 2:
         raise OptimizeError("a 1-step grid has no interior time to optimise")
     start_clock = time.perf_counter()
@@ -143,7 +152,7 @@ def optimize(
     finite = {g: v for g, (v, _) in standard.items() if math.isfinite(v)}
     if not finite:
         raise OptimizeError("the objective is not finite on any standard grid")
-    start = min(finite, key=finite.get)
+    ranked = sorted(finite, key=finite.get)
     sched, t_min, t_max = problem.schedule, problem.t_min, problem.t_max
     calls, history = [0], []
 
@@ -160,38 +169,23 @@ def optimize(
             grad[i] = (loss(z + e) - loss(z - e)) / (2 * FD_STEP)
         return value, grad
 
-    def report(z: np.ndarray) -> None:
-        history.append(math.exp(loss(z)))
-        if progress:
-            print(
-                f"\r  iteration {len(history)}: {history[-1]:.6g} (start {finite[start]:.6g}, {start})",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
+    best = (finite[ranked[0]], standard[ranked[0]][1], ranked[0])
+    for start in ranked[:starts]:
+        history.clear()
 
-    z0 = z_of(standard[start][1], sched)
-    res = minimize(
-        loss_and_grad,
-        z0,
-        jac=True,
-        method="L-BFGS-B",
-        callback=report,
-        options={"maxiter": max_iter, "ftol": 1e-12, "gtol": 1e-9},
-    )
-    if progress:
-        print(file=sys.stderr)
-    times = times_of(res.x, sched, t_min, t_max)
-    value = f(times)
-    if not value < finite[start]:  # never hand back a grid worse than the start
-        times, value = standard[start][1], finite[start]
-    return Optimized(
-        times,
-        value,
-        start,
-        finite[start],
-        {g: v for g, (v, _) in standard.items()},
-        calls[0],
-        time.perf_counter() - start_clock,
-        history,
-    )
+        def report(z: np.ndarray, start: str = start) -> None:
+            history.append(math.exp(loss(z)))
+            if progress:
+                print(f"\r  from {start} ({finite[start]:.6g}): iteration {len(history)}: {history[-1]:.6g}",
+                      end="", file=sys.stderr, flush=True)
+
+        res = minimize(loss_and_grad, z_of(standard[start][1], sched), jac=True, method="L-BFGS-B",
+                       callback=report, options={"maxiter": max_iter, "ftol": 1e-12, "gtol": 1e-9})
+        if progress:
+            print(file=sys.stderr)
+        times = times_of(res.x, sched, t_min, t_max)
+        value = f(times)
+        if value < best[0]:  # never hand back a grid worse than the best standard one
+            best = (value, times, start)
+    return Optimized(best[1], best[0], best[2], finite[best[2]], {g: v for g, (v, _) in standard.items()},
+                     calls[0], time.perf_counter() - start_clock, list(history))

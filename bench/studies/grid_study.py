@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from analytic import get_problem
-from analytic.grid_files import write_grid_file
+from analytic.grid_files import read_grid_file, write_grid_file
 from analytic.grids import FILE_PREFIX, GridError
 from bench.measure import metrics
 from bench.measure.grids import problem_grid
@@ -94,6 +94,7 @@ class GridConfig:
     samples: int = 256  # sample-based objectives
     max_iter: int = 200
     out: str = ""  # where grids/ goes (set by the command)
+    starts: int = 1
 
 
 @dataclass
@@ -125,7 +126,7 @@ class GridStudy(Study):
         solver = make_solver(label)
         steps = solver.steps_for_nfe(budget)
         f = objective(cfg.objective, problem, solver, samples=cfg.samples)
-        found = optimize(f, problem, steps, max_iter=cfg.max_iter, progress=False)
+        found = optimize(f, problem, steps, max_iter=cfg.max_iter, starts=cfg.starts, progress=False)
         path = Path(cfg.out) / "grids" / grid_file_name(label, budget)
         write_grid_file(
             path,
@@ -266,6 +267,9 @@ class TransferStudy(Study):
             with torch.no_grad():
                 run = solver.run(setup.network, times, x_T.clone())
             found = paired_row("path-rms", run.x, net_ref, law)
+            if name == OPTIMIZED:
+                meta = read_grid_file(spec[len(FILE_PREFIX):])
+                found["reason"] = f"optimised on {meta.get('problem')} for {meta.get('objective')}"
             rows.append(
                 _row(
                     problem,
