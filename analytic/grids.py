@@ -160,8 +160,9 @@ def parse_grid_spec(spec: str) -> tuple[str, dict[str, float]]:
     return m.group(1), params
 
 
-def check_grid(spec: str, schedule_name: str) -> None:
-    """Raise GridError for a spec that can never give times (unknown name, unreadable file)."""
+def check_grid(spec: str, schedule_name: str | None = None) -> None:
+    """Raise GridError for a spec that can never give times (unknown name, unreadable file, a grid
+    file made for another schedule than `schedule_name`, when given)."""
     name, _ = parse_grid_spec(spec)
     if name == "file":
         read_grid_file(spec[len(FILE_PREFIX):], schedule_name)

@@ -104,7 +104,7 @@ def run_cmd(model: str, solvers: list[str], nfe: list[int], samples: int, batch:
     from bench.studies.images.run import ImageRunConfig, run_images
 
     try:
-        check_grid(grid, "")
+        check_grid(grid)
     except GridError as exc:
         raise click.BadParameter(str(exc)) from None
     if len(seeds) != 1:

@@ -131,7 +131,8 @@ def validate(config: SweepConfig) -> tuple[list[Problem], list[Sampler]]:
     except (KeyError, ValueError) as exc:
         raise SweepError(str(exc).strip("'\"")) from None
     try:
-        check_grid(config.grid, problems[0].schedule.name if problems else "")
+        for problem in problems:
+            check_grid(config.grid, problem.schedule.name)
     except GridError as exc:
         raise SweepError(str(exc)) from None
     for m in config.metrics or []:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from analytic import get_problem
+from analytic.grids import check_grid
 from bench.measure import metrics
 from bench.measure.grids import problem_grid
 from bench.measure.models import analytic_model
@@ -64,6 +65,7 @@ class DecomposeStudy(Study):
             raise metrics.MetricError("--samples must be positive and --seeds not empty")
         problem = get_problem(cfg.problem, cfg.schedule)
         parse_model_spec(cfg.model, problem)  # refuse a bad model spec up front
+        check_grid(cfg.grid, problem.schedule.name)
         chosen = resolve(cfg.solvers)
         stochastic = [s.label for s in chosen if s.stochastic or "adaptive" in s.all_tags]
         if stochastic:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from analytic import get_problem
+from analytic.grids import check_grid
 from analytic.problems import Problem
 from analytic.targets import GaussianMixture
 from bench.measure import metrics
@@ -114,6 +115,7 @@ class GuidedStudy(Study):
         if cfg.samples <= 0 or not cfg.seeds or not cfg.scales:
             raise metrics.MetricError("--samples must be positive, --seeds and --scales not empty")
         problem = get_problem(cfg.problem, cfg.schedule)
+        check_grid(cfg.grid, problem.schedule.name)
         for scale in cfg.scales:
             guided_model(problem, cfg.label, scale, cfg.guidance)  # refuse bad labels and scales up front
         chosen = resolve(cfg.solvers)

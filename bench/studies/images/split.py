@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from analytic import get_problem
+from analytic.grids import check_grid
 from analytic.problems import Problem
 from bench.measure import metrics
 from bench.measure.grids import problem_grid
@@ -126,6 +127,7 @@ class SplitStudy(Study):
         cfg = self.settings
         if cfg.samples < 2 or not cfg.seeds or not cfg.nfe:
             raise SplitError("--samples must be >= 2 and --seeds, --nfe not empty")
+        check_grid(cfg.grid)
         for name in (cfg.target_name(), cfg.gauss_name()):
             get_problem(name)  # a bad target or missing data fails here, in one line
         chosen = resolve(cfg.solvers)
