@@ -130,11 +130,11 @@ GRIDS: dict[str, GridKind] = {
     "quadratic": GridKind(quadratic, "quadratic in t (DDIM)"),
     "poly": GridKind(polynomial, "DEIS time-polynomial, parameter p (default 2)"),
     "karras": GridKind(karras, "Karras rho schedule in sigma/alpha, parameter rho (default 7)"),
-    "ays-gauss": GridKind(ays_gauss, "Align Your Steps Thm 3.1 tangent grid for N(0, c^2 I), parameter c "
-                                     "(default: the target's data scale)", needs_target=True),
-    "tangent": GridKind(tangent, "covariance-aware tangent law from the target's eigenvalues "
-                                 "(Sun, Poor & Zhang)", needs_target=True),
-    "dmn": GridKind(dmn, "DM-NonUniform model-free optimised log-SNR grid (Xue et al. 2024)"),
+    "ays-gauss": GridKind(ays_gauss, "AYS Thm 3.1 tangent law for N(0, c^2 I); c default: the data scale",
+                          needs_target=True),
+    "tangent": GridKind(tangent, "covariance-aware tangent law of the target's eigenvalues (Sun et al.)",
+                        needs_target=True),
+    "dmn": GridKind(dmn, "DM-NonUniform: model-free optimised log-SNR grid (Xue et al. 2024)"),
 }
 """Named grids. Also: `file:PATH` (a grid file) and, in bench/, `gits` (needs the problem's model)."""
 

@@ -128,8 +128,7 @@ def list_grids(fmt: str) -> None:
     from analytic import GRIDS
 
     rows = [{"name": k, "description": g.description} for k, g in GRIDS.items()]
-    rows += [{"name": "gits", "description": "GITS dynamic programming on a teacher trajectory of the "
-              "problem's model, parameters points, coeff, substeps, samples (Chen et al. 2024)"},
+    rows += [{"name": "gits", "description": "GITS: DP on a teacher flow; points, coeff, samples"},
              {"name": "file:PATH", "description": "a grid file (bench grid optimize writes them)"}]
     _emit(rows, fmt)
 
