@@ -14,6 +14,8 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from analytic.grid_files import read_grid_file  # noqa: E402
+
 OPTIMIZED = "optimized"
 
 
@@ -116,7 +118,17 @@ def plot_grid_study(rows: pd.DataFrame, out: Path) -> Path:
     return out
 
 
-def plot_transfer(rows: pd.DataFrame, out: Path) -> Path:
+def grids_origin(manifest: dict | None) -> str:
+    """'optimised on P for O', read from a grid file of a transfer run's grid folder ('' if none)."""
+    folder = Path((manifest or {}).get("optimized_grids", ""))
+    files = sorted(folder.glob("*.json")) if folder.name else []
+    if not files:
+        return ""
+    doc = read_grid_file(files[0])
+    return f"optimised on {doc.get('problem')} for {doc.get('objective')}"
+
+
+def plot_transfer(rows: pd.DataFrame, out: Path, origin: str = "") -> Path:
     """path-rms against NFE per solver (panels), one line per grid with 95% CI bars over seeds."""
     summary = transfer_summary(rows)
     summary = summary[~summary["grid"].str.contains("/")]
@@ -135,9 +147,8 @@ def plot_transfer(rows: pd.DataFrame, out: Path) -> Path:
         ax.minorticks_off()
     axes[0][0].set_ylabel(f"path-rms vs the network's own flow ({rows['model'].iloc[0]})")
     axes[0][-1].legend(fontsize=7)
-    source = rows.loc[rows["grid"] == OPTIMIZED, "reason"].dropna()
-    origin = f" ({source.iloc[0]})" if len(source) and source.iloc[0] else ""
-    fig.suptitle(f"optimised grids{origin} vs the standard ones with the learned model; 95% CI over seeds")
+    what = origin or "optimised"
+    fig.suptitle(f"grids {what} (black) vs the standard grids, with the learned model; 95% CI over seeds")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
