@@ -23,7 +23,9 @@ def grid_group() -> None:
 @grid_group.command("optimize")
 @click.option("--solver", required=True, help="One solver spec (bench list solvers).")
 @click.option("--nfe", type=click.IntRange(min=1), required=True, help="NFE budget.")
-@click.option("--problem", required=True, help="Built-in problem or JSON problem file.")
+@click.option("--problem", default=None, help="Built-in problem or JSON problem file.")
+@click.option("--model", default=None, help="A shipped model (digits, fmnist): optimise against its own "
+              "high-accuracy flow from x_T of its fitted target (instead of --problem).")
 @click.option("--schedule", default=None, help="Override the problem's noise schedule.")
 @click.option("--objective", default="w2-exact", show_default=True, help=OBJECTIVE_HELP)
 @click.option("--samples", type=click.IntRange(min=2), default=256, show_default=True,
@@ -35,17 +37,28 @@ def grid_group() -> None:
 @click.option("--starts", type=click.IntRange(min=1), default=1, show_default=True,
               help="Start from each of the N best standard grids and keep the best optimum.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The grid file to write (JSON).")
-def optimize_cmd(solver: str, nfe: int, problem: str, schedule: str | None, objective: str, samples: int,
-                 seed: int, max_iter: int, starts: int, out: Path) -> None:
+def optimize_cmd(solver: str, nfe: int, problem: str | None, model: str | None, schedule: str | None,
+                 objective: str, samples: int, seed: int, max_iter: int, starts: int, out: Path) -> None:
     """Minimise an exact objective over the interior times of SOLVER's grid at an NFE budget, from
     the best standard grid; prints every standard grid's value and writes the optimised grid."""
     from analytic import get_problem
     from analytic.grid_files import write_grid_file
     from bench.studies.grid_optimize import OptimizeError, optimize
     from bench.studies.grid_optimize import objective as make_objective
+    from bench.studies.grid_study import NETWORK_REFERENCE, learned_problem
     from solvers import make_solver
 
-    prob = get_problem(problem, schedule)
+    if (problem is None) == (model is None):
+        raise click.BadParameter("give --problem or --model (one of them)")
+    network, extra = None, {}
+    if model is not None:
+        if objective == "w2-exact":
+            raise OptimizeError("w2-exact needs the exact score; with --model use path-rms or a weak metric")
+        _, prob, network = learned_problem(model)
+        extra = {"model_name": model, "reference_method": NETWORK_REFERENCE[0],
+                 "reference_steps": NETWORK_REFERENCE[1]}
+    else:
+        prob = get_problem(problem, schedule)
     sampler = make_solver(solver)
     steps = sampler.steps_for_nfe(nfe)
     if steps is None:
@@ -53,13 +66,13 @@ def optimize_cmd(solver: str, nfe: int, problem: str, schedule: str | None, obje
     if steps < 2:
         raise OptimizeError(f"a 1-step grid has no interior time to optimise (NFE {nfe} gives "
                             f"{sampler.label} 1 step)")
-    f = make_objective(objective, prob, sampler, samples=samples, seed=seed)
+    f = make_objective(objective, prob, sampler, network, samples=samples, seed=seed, **extra)
     click.echo(f"{sampler.label} at NFE {sampler.nfe(steps)} ({steps} steps) on {prob.name}, "
                f"objective {objective}", err=True)
     found = optimize(f, prob, steps, max_iter=max_iter, starts=starts)
     write_grid_file(out, found.times, prob.schedule.name, problem=prob.name, solver=sampler.label,
                     nfe=sampler.nfe(steps), objective=objective, value=found.value, start=found.start,
-                    start_value=found.start_value, standard=found.standard,
+                    start_value=found.start_value, standard=found.standard, model=model or "exact",
                     **({} if objective == "w2-exact" else {"samples": samples, "seed": seed}))
     width = max(map(len, found.standard)) + 2
     for name, value in sorted(found.standard.items(), key=lambda kv: kv[1]):
@@ -72,7 +85,9 @@ def optimize_cmd(solver: str, nfe: int, problem: str, schedule: str | None, obje
 
 
 @grid_group.command("study")
-@click.option("--problem", required=True, help="Built-in problem or JSON problem file.")
+@click.option("--problem", default=None, help="Built-in problem or JSON problem file.")
+@click.option("--model", default=None, help="A shipped model (digits, fmnist): optimise against its own flow "
+              "on its fitted target (instead of --problem).")
 @click.option("--schedule", default=None, help="Override the problem's noise schedule.")
 @click.option("--solvers", type=NAMES, default=",".join(GRID_SOLVERS), show_default=True,
               help="Comma list of solvers.")
@@ -85,8 +100,9 @@ def optimize_cmd(solver: str, nfe: int, problem: str, schedule: str | None, obje
               help="Start from each of the N best standard grids.")
 @jobs_option
 @out_option(required=True)
-def study_cmd(problem: str, schedule: str | None, solvers: list[str], nfe: list[int], objective: str,
-              samples: int, max_iter: int, starts: int, jobs: int | None, out: Path) -> None:
+def study_cmd(problem: str | None, model: str | None, schedule: str | None, solvers: list[str],
+              nfe: list[int], objective: str, samples: int, max_iter: int, starts: int, jobs: int | None,
+              out: Path) -> None:
     """Every standard grid and the optimised one, per (solver, NFE); grid files in OUT/grids/."""
     from bench.cli.main import Progress
     from bench.report.grids import grid_table
@@ -94,7 +110,10 @@ def study_cmd(problem: str, schedule: str | None, solvers: list[str], nfe: list[
     from bench.sweep.engine import run_study
     from bench.sweep.store import load_rows
 
-    config = GridConfig(problem, schedule, solvers, nfe, objective, samples, max_iter, str(out), starts)
+    if (problem is None) == (model is None):
+        raise click.BadParameter("give --problem or --model (one of them)")
+    config = GridConfig(problem or "", schedule, solvers, nfe, objective, samples, max_iter, str(out), starts,
+                        model)
     run_study(GridStudy(config), out, command=command_line(), jobs=jobs, progress=Progress())
     click.echo(grid_table(load_rows(out)).to_string())
     click.echo(f"\ngrids in {out / 'grids'}; figures: bench plot {out}")

@@ -125,7 +125,9 @@ def grids_origin(manifest: dict | None) -> str:
     if not files:
         return ""
     doc = read_grid_file(files[0])
-    return f"optimised on {doc.get('problem')} for {doc.get('objective')}"
+    model = doc.get("model", "exact")
+    with_model = f" with the {model} network" if model != "exact" else ""
+    return f"optimised{with_model} on {doc.get('problem')} for {doc.get('objective')}"
 
 
 def plot_transfer(rows: pd.DataFrame, out: Path, origin: str = "") -> Path:

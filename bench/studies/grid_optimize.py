@@ -74,8 +74,11 @@ def objective(
     samples: int = 256,
     seed: int = 0,
     model_name: str = "exact",
+    reference_method: str | None = None,
+    reference_steps: int | None = None,
 ) -> Callable[[Tensor], float]:
-    """times -> the objective `name` for `solver` on `problem` (model: default the exact score)."""
+    """times -> the objective `name` for `solver` on `problem` (model: default the exact score; a
+    learned one is judged against its own high-accuracy flow, `reference_method` at N and 2N steps)."""
     exact = model is None
     model = analytic_model(problem) if exact else model
     if name == "w2-exact":
@@ -87,7 +90,9 @@ def objective(
     if solver.stochastic:
         raise OptimizeError("sample-based objectives here are for ODE solvers (fixed x_T, no noise)")
     x_T = metrics.exact_samples(problem, samples, seed, t=problem.t_max, stream=OBJECTIVE_STREAM)
-    ref = reference(problem, model, x_T, seed, model_name=model_name)
+    with torch.no_grad():
+        ref = reference(problem, model, x_T, seed, method=reference_method, steps=reference_steps,
+                        model_name=model_name)
     law = problem.marginal(problem.t_min)
 
     def evaluate(times: Tensor) -> float:

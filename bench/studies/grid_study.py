@@ -36,6 +36,29 @@ from solvers import Solver, make_solver, resolve
 OPTIMIZED = "optimized"
 
 
+NETWORK_REFERENCE = ("dpmpp-3m", 100)  # the network's own flow: method, N (vs 2N), as the split study
+
+
+def learned_problem(model: str) -> tuple:
+    """(the fitted target on the shipped model's schedule, the network as a flat Model) of a shipped model."""
+    target = TARGETS.get(model)
+    if target is None:
+        raise OptimizeError(f"no fitted target for model {model!r} (shipped: {', '.join(TARGETS)})")
+    setup = _setup(model, target, target.rsplit("-", 1)[0] + "-gauss")
+    return setup, setup.problem, setup.network
+
+
+def objective_for(cfg_objective: str, problem, solver, samples: int, model: str | None):
+    """The objective of a grid study cell: on the exact problem, or with a shipped network against its
+    own flow (NETWORK_REFERENCE)."""
+    if model is None:
+        return objective(cfg_objective, problem, solver, samples=samples)
+    _, problem, network = learned_problem(model)
+    method, steps = NETWORK_REFERENCE
+    return objective(cfg_objective, problem, solver, network, samples, model_name=model,
+                     reference_method=method, reference_steps=steps)
+
+
 def grid_file_name(solver: str, nfe: int) -> str:
     return f"{solver.replace('/', '_')}-nfe{nfe}.json"
 
@@ -95,6 +118,7 @@ class GridConfig:
     max_iter: int = 200
     out: str = ""  # where grids/ goes (set by the command)
     starts: int = 1
+    model: str | None = None  # a shipped model: optimise against its own flow on its fitted target
 
 
 @dataclass
@@ -107,7 +131,13 @@ class GridStudy(Study):
 
     def cells(self) -> list[Cell]:
         cfg = self.settings
-        get_problem(cfg.problem, cfg.schedule)
+        if cfg.model:
+            learned_problem(cfg.model)
+            if cfg.objective == "w2-exact":
+                raise OptimizeError("w2-exact needs the exact score; with --model use path-rms or a weak "
+                                    "metric")
+        else:
+            get_problem(cfg.problem, cfg.schedule)
         chosen = resolve(cfg.solvers)
         return [
             Cell(f"{s.label}|nfe={b}", f"{s.label}|nfe={b}", (s.label, b))
@@ -122,10 +152,14 @@ class GridStudy(Study):
     def run_cell(self, cell: Cell) -> list[dict]:
         cfg = self.settings
         label, budget = cell.params
-        problem = get_problem(cfg.problem, cfg.schedule)
+        problem = learned_problem(cfg.model)[1] if cfg.model else get_problem(cfg.problem, cfg.schedule)
         solver = make_solver(label)
         steps = solver.steps_for_nfe(budget)
-        f = objective(cfg.objective, problem, solver, samples=cfg.samples)
+        f = objective_for(cfg.objective, problem, solver, cfg.samples, cfg.model)
+        with torch.no_grad():
+            return self._rows(cfg, problem, solver, label, budget, steps, f)
+
+    def _rows(self, cfg, problem, solver, label: str, budget: int, steps: int, f) -> list[dict]:
         found = optimize(f, problem, steps, max_iter=cfg.max_iter, starts=cfg.starts, progress=False)
         path = Path(cfg.out) / "grids" / grid_file_name(label, budget)
         write_grid_file(
@@ -140,11 +174,13 @@ class GridStudy(Study):
             start=found.start,
             start_value=found.start_value,
             standard=found.standard,
+            model=cfg.model or "exact",
         )
         nfe = solver.nfe(steps)
         n = math.nan if cfg.objective == "w2-exact" else cfg.samples
+        model = cfg.model or "exact"
         rows = [
-            _row(problem, solver, g, steps, nfe, budget, 0, cfg.objective, {"value": v}, "exact", n)
+            _row(problem, solver, g, steps, nfe, budget, 0, cfg.objective, {"value": v}, model, n)
             for g, v in found.standard.items()
         ]
         rows.append(
@@ -158,7 +194,7 @@ class GridStudy(Study):
                 0,
                 cfg.objective,
                 {"value": found.value, "reason": f"from {found.start}, {found.evaluations} evaluations"},
-                "exact",
+                cfg.model or "exact",
                 n,
             )
         )
