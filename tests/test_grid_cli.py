@@ -131,3 +131,12 @@ def test_study_and_transfer_on_the_shipped_digits_model(tmp_path):
     invoke("plot", str(transfer))
     figures = [study / "figures" / "grid-study.png", transfer / "figures" / "grid-transfer.png"]
     assert all(f.exists() for f in figures)
+
+
+def test_optimize_against_a_shipped_network(tmp_path):
+    grid = tmp_path / "g.json"
+    invoke("grid", "optimize", "--model", "digits", "--solver", "ddim", "--nfe", "4", "--objective",
+           "path-rms", "--samples", "4", "--max-iter", "1", "--out", str(grid))
+    doc = read_grid_file(grid)
+    assert doc["model"] == "digits" and doc["problem"] == "digits-gmm" and doc["schedule"] == "ddpm-discrete"
+    assert doc["value"] <= doc["start_value"]
