@@ -196,3 +196,9 @@ class Sampler(ABC):
     @property
     def all_tags(self) -> frozenset[str]:
         return self.tags | {self.kind}
+
+    @property
+    def fixed_step_ode(self) -> bool:
+        """Deterministic and on a given grid (neither stochastic nor adaptive): what studies comparing
+        pathwise flows from one x_T (decompose, guidance, the image split) accept."""
+        return not (self.stochastic or "adaptive" in self.all_tags)

@@ -67,7 +67,7 @@ class DecomposeStudy(Study):
         parse_model_spec(cfg.model, problem)  # refuse a bad model spec up front
         check_grid(cfg.grid, problem.schedule.name)
         chosen = resolve(cfg.solvers)
-        stochastic = [s.label for s in chosen if s.stochastic or "adaptive" in s.all_tags]
+        stochastic = [s.label for s in chosen if not s.fixed_step_ode]
         if stochastic:
             raise metrics.MetricError("the decomposition is for fixed-step ODE solvers; not: "
                                       + ", ".join(stochastic))

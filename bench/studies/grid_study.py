@@ -29,7 +29,7 @@ from bench.measure.theory import theory
 from bench.studies.decompose import PRIOR_STREAM
 from bench.studies.defaults import GRID_SOLVERS
 from bench.studies.grid_optimize import STANDARD_GRIDS, OptimizeError, objective, optimize
-from bench.studies.images.split import TARGETS, _setup
+from bench.studies.images.split import TARGETS, split_setup
 from bench.sweep.engine import Cell, Study
 from solvers import Solver, make_solver, resolve
 
@@ -44,7 +44,7 @@ def learned_problem(model: str) -> tuple:
     target = TARGETS.get(model)
     if target is None:
         raise OptimizeError(f"no fitted target for model {model!r} (shipped: {', '.join(TARGETS)})")
-    setup = _setup(model, target, target.rsplit("-", 1)[0] + "-gauss")
+    setup = split_setup(model, target, target.rsplit("-", 1)[0] + "-gauss")
     return setup, setup.problem, setup.network
 
 
@@ -254,7 +254,7 @@ class TransferStudy(Study):
         target = TARGETS.get(cfg.model)
         if target is None:
             raise OptimizeError(f"no fitted target for model {cfg.model!r} (shipped: {', '.join(TARGETS)})")
-        setup = _setup(cfg.model, target, target.rsplit("-", 1)[0] + "-gauss")
+        setup = split_setup(cfg.model, target, target.rsplit("-", 1)[0] + "-gauss")
         problem = setup.problem
         x_T = metrics.exact_samples(problem, cfg.samples, seed, t=problem.t_max, stream=PRIOR_STREAM)
         net_ref = reference(

@@ -119,7 +119,7 @@ class GuidedStudy(Study):
         for scale in cfg.scales:
             guided_model(problem, cfg.label, scale, cfg.guidance)  # refuse bad labels and scales up front
         chosen = resolve(cfg.solvers)
-        bad = [s.label for s in chosen if s.stochastic or "adaptive" in s.all_tags]
+        bad = [s.label for s in chosen if not s.fixed_step_ode]
         if bad:
             raise metrics.MetricError("the guided study takes fixed-step ODE solvers; not: " + ", ".join(bad))
         return [Cell(f"w={scale:g}|{solver.label}|steps={n}|seed={seed}", f"w={scale:g}|seed={seed}",

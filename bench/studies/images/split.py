@@ -97,7 +97,7 @@ class Setup:
 
 
 @lru_cache(maxsize=2)
-def _setup(model: str, target: str, gauss: str) -> Setup:
+def split_setup(model: str, target: str, gauss: str) -> Setup:
     """Per worker: the network (flat), the fitted targets on its schedule and the exact score."""
     net = load_model(model)
     shape = image_shape(net)
@@ -131,7 +131,7 @@ class SplitStudy(Study):
         for name in (cfg.target_name(), cfg.gauss_name()):
             get_problem(name)  # a bad target or missing data fails here, in one line
         chosen = resolve(cfg.solvers)
-        bad = [s.label for s in chosen if s.stochastic or "adaptive" in s.all_tags]
+        bad = [s.label for s in chosen if not s.fixed_step_ode]
         if bad:
             raise SplitError("the split is for fixed-step ODE solvers; not: " + ", ".join(bad))
         make_solver(cfg.reference_method)
@@ -174,7 +174,7 @@ class SplitStudy(Study):
     def _run_cell(self, cell: Cell) -> list[dict]:
         cfg = self.settings
         label, budget, seed = cell.params
-        setup = _setup(cfg.model, cfg.target_name(), cfg.gauss_name())
+        setup = split_setup(cfg.model, cfg.target_name(), cfg.gauss_name())
         if seed is None:
             return self._gauss_rows(setup, make_solver(label), budget)
         x_T, exact_ref, net_ref = self._references(setup, seed)
