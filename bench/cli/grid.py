@@ -41,24 +41,14 @@ def optimize_cmd(solver: str, nfe: int, problem: str | None, model: str | None, 
                  objective: str, samples: int, seed: int, max_iter: int, starts: int, out: Path) -> None:
     """Minimise an exact objective over the interior times of SOLVER's grid at an NFE budget, from
     the best standard grid; prints every standard grid's value and writes the optimised grid."""
-    from analytic import get_problem
     from analytic.grid_files import write_grid_file
     from bench.studies.grid_optimize import OptimizeError, optimize
-    from bench.studies.grid_optimize import objective as make_objective
-    from bench.studies.grid_study import NETWORK_REFERENCE, learned_problem
+    from bench.studies.grid_study import problem_and_objective, refuse_exact_objective
     from solvers import make_solver
 
     if (problem is None) == (model is None):
         raise click.BadParameter("give --problem or --model (one of them)")
-    network, extra = None, {}
-    if model is not None:
-        if objective == "w2-exact":
-            raise OptimizeError("w2-exact needs the exact score; with --model use path-rms or a weak metric")
-        _, prob, network = learned_problem(model)
-        extra = {"model_name": model, "reference_method": NETWORK_REFERENCE[0],
-                 "reference_steps": NETWORK_REFERENCE[1]}
-    else:
-        prob = get_problem(problem, schedule)
+    refuse_exact_objective(objective, model)
     sampler = make_solver(solver)
     steps = sampler.steps_for_nfe(nfe)
     if steps is None:
@@ -66,7 +56,8 @@ def optimize_cmd(solver: str, nfe: int, problem: str | None, model: str | None, 
     if steps < 2:
         raise OptimizeError(f"a 1-step grid has no interior time to optimise (NFE {nfe} gives "
                             f"{sampler.label} 1 step)")
-    f = make_objective(objective, prob, sampler, network, samples=samples, seed=seed, **extra)
+    prob, f = problem_and_objective(objective, sampler, problem=problem, schedule=schedule, model=model,
+                                    samples=samples, seed=seed)
     click.echo(f"{sampler.label} at NFE {sampler.nfe(steps)} ({steps} steps) on {prob.name}, "
                f"objective {objective}", err=True)
     found = optimize(f, prob, steps, max_iter=max_iter, starts=starts)

@@ -48,15 +48,25 @@ def learned_problem(model: str) -> tuple:
     return setup, setup.problem, setup.network
 
 
-def objective_for(cfg_objective: str, problem, solver, samples: int, model: str | None):
-    """The objective of a grid study cell: on the exact problem, or with a shipped network against its
-    own flow (NETWORK_REFERENCE)."""
+def refuse_exact_objective(name: str, model: str | None) -> None:
+    """w2-exact needs the exact score: refused with a shipped model."""
+    if model is not None and name == "w2-exact":
+        raise OptimizeError("w2-exact needs the exact score; with --model use path-rms or a weak metric")
+
+
+def problem_and_objective(name: str, solver: Solver, *, problem: str | None = None,
+                          schedule: str | None = None, model: str | None = None, samples: int = 256,
+                          seed: int = 0):
+    """(problem, times -> objective) of a grid optimisation: on the exact `problem`, or with the shipped
+    `model`'s network on its fitted target, against the network's own flow (NETWORK_REFERENCE)."""
     if model is None:
-        return objective(cfg_objective, problem, solver, samples=samples)
-    _, problem, network = learned_problem(model)
+        prob = get_problem(problem, schedule)
+        return prob, objective(name, prob, solver, samples=samples, seed=seed)
+    refuse_exact_objective(name, model)
+    _, prob, network = learned_problem(model)
     method, steps = NETWORK_REFERENCE
-    return objective(cfg_objective, problem, solver, network, samples, model_name=model,
-                     reference_method=method, reference_steps=steps)
+    return prob, objective(name, prob, solver, network, samples, seed, model_name=model,
+                           reference_method=method, reference_steps=steps)
 
 
 def grid_file_name(solver: str, nfe: int) -> str:
@@ -133,9 +143,7 @@ class GridStudy(Study):
         cfg = self.settings
         if cfg.model:
             learned_problem(cfg.model)
-            if cfg.objective == "w2-exact":
-                raise OptimizeError("w2-exact needs the exact score; with --model use path-rms or a weak "
-                                    "metric")
+            refuse_exact_objective(cfg.objective, cfg.model)
         else:
             get_problem(cfg.problem, cfg.schedule)
         chosen = resolve(cfg.solvers)
@@ -152,10 +160,10 @@ class GridStudy(Study):
     def run_cell(self, cell: Cell) -> list[dict]:
         cfg = self.settings
         label, budget = cell.params
-        problem = learned_problem(cfg.model)[1] if cfg.model else get_problem(cfg.problem, cfg.schedule)
         solver = make_solver(label)
         steps = solver.steps_for_nfe(budget)
-        f = objective_for(cfg.objective, problem, solver, cfg.samples, cfg.model)
+        problem, f = problem_and_objective(cfg.objective, solver, problem=cfg.problem, schedule=cfg.schedule,
+                                           model=cfg.model, samples=cfg.samples)
         with torch.no_grad():
             return self._rows(cfg, problem, solver, label, budget, steps, f)
 
@@ -212,8 +220,8 @@ class TransferConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
     samples: int = 64
     standard: list[str] = field(default_factory=lambda: list(STANDARD_GRIDS))
-    reference_method: str = "dpmpp-3m"
-    reference_steps: int = 100
+    reference_method: str = NETWORK_REFERENCE[0]
+    reference_steps: int = NETWORK_REFERENCE[1]
 
 
 @dataclass
@@ -251,11 +259,7 @@ class TransferStudy(Study):
     def run_cell(self, cell: Cell) -> list[dict]:
         cfg = self.settings
         label, budget, seed = cell.params
-        target = TARGETS.get(cfg.model)
-        if target is None:
-            raise OptimizeError(f"no fitted target for model {cfg.model!r} (shipped: {', '.join(TARGETS)})")
-        setup = split_setup(cfg.model, target, target.rsplit("-", 1)[0] + "-gauss")
-        problem = setup.problem
+        setup, problem, _ = learned_problem(cfg.model)
         x_T = metrics.exact_samples(problem, cfg.samples, seed, t=problem.t_max, stream=PRIOR_STREAM)
         net_ref = reference(
             problem,
