@@ -20,7 +20,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from bench.report.results import NFE_LABEL, Results, aggregate, metric_label, ok_rows  # noqa: E402
-from bench.report.style import MAX_LINES, Size, format_log_axes  # noqa: E402
+from bench.report.style import MAX_LINES, Size, format_log_axes, write_png  # noqa: E402
 from bench.studies.decompose import crossover, table  # noqa: E402
 
 COLORS = {"discretization": "tab:blue", "both": "tab:red", "score": "tab:gray"}
@@ -55,11 +55,7 @@ def plot_decomposition(frame: pd.DataFrame, out: str | Path, metric: str = "path
     model = frame["model"].iloc[0]
     fig.suptitle(f"{frame['problem'].iloc[0]}, model {model}: score vs discretization error", fontsize=9)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
-    return out
+    return write_png(fig, out)
 
 
 def _reference_value(learned: pd.DataFrame) -> tuple[float, str]:

@@ -15,6 +15,7 @@ from scipy import stats  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from analytic.grid_files import read_grid_file  # noqa: E402
+from bench.report.style import write_png  # noqa: E402
 
 OPTIMIZED = "optimized"
 
@@ -87,11 +88,7 @@ def plot_grids(times: dict[str, Tensor], schedule, out: Path, title: str,
     axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(title)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return write_png(fig, out, dpi=120)
 
 
 def plot_grid_study(rows: pd.DataFrame, out: Path) -> Path:
@@ -112,10 +109,7 @@ def plot_grid_study(rows: pd.DataFrame, out: Path) -> Path:
     ax.set_title(f"{rows['problem'].iloc[0]}: standard grids vs the grid optimised for each solver")
     ax.legend(fontsize=7, ncol=4)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return write_png(fig, out, dpi=120)
 
 
 def grids_origin(manifest: dict | None) -> str:
@@ -152,7 +146,4 @@ def plot_transfer(rows: pd.DataFrame, out: Path, origin: str = "") -> Path:
     what = origin or "optimised"
     fig.suptitle(f"grids {what} (black) vs the standard grids, with the learned model; 95% CI over seeds")
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return write_png(fig, out, dpi=120)

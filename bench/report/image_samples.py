@@ -21,6 +21,7 @@ from bench.measure import metrics  # noqa: E402
 from bench.measure.grids import problem_grid  # noqa: E402
 from bench.measure.models import analytic_model  # noqa: E402
 from bench.report.results import budget_of  # noqa: E402
+from bench.report.style import write_png  # noqa: E402
 from bench.studies.decompose import PRIOR_STREAM  # noqa: E402
 from bench.studies.images.data import to_uint8  # noqa: E402
 from solvers import make_solver  # noqa: E402
@@ -107,7 +108,4 @@ def _draw(images: list[Tensor], labels: list[str], shape: tuple[int, int, int], 
     for side in ax.spines.values():
         side.set_visible(False)
     ax.set_title(title, fontsize=9)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
-    return out
+    return write_png(fig, out)

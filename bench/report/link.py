@@ -27,7 +27,7 @@ import pandas as pd  # noqa: E402
 from scipy.stats import kendalltau  # noqa: E402
 
 from bench.report.results import budget_of  # noqa: E402
-from bench.report.style import format_log_axes  # noqa: E402
+from bench.report.style import format_log_axes, write_png  # noqa: E402
 from bench.sweep.store import load_rows  # noqa: E402
 
 RANKINGS = {  # name -> (component, metric) of the split study's rows
@@ -160,10 +160,7 @@ def plot_split(frame: pd.DataFrame, out: str | Path, metric: str = "path-rms") -
     fig.suptitle(f"model {learned['model'].iloc[0]}: error split against the exact target "
                  f"{learned['problem'].iloc[0]} ({metric})", fontsize=10)
     fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
-    return Path(out)
+    return write_png(fig, out)
 
 
 def fid_frame(directory: str | Path | None) -> pd.DataFrame | None:

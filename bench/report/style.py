@@ -17,6 +17,7 @@ import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib as mpl
 import seaborn as sns
@@ -57,6 +58,17 @@ STYLES = {
     "slides": Size(width=12.0, panel_height=2.8, max_cols=4, font=12.0, line=1.6, marker=5.5,
                    context="talk", formats=("png",), dpi=150),
 }
+
+
+def write_png(fig, out: str | Path, dpi: int = 150) -> Path:
+    """Save `fig` as a PNG at `out` (creating its folder) and close it: the one-off figures' writer."""
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
 
 
 def get_size(style: str) -> Size:
