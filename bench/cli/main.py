@@ -32,7 +32,8 @@ _ERROR_CLASSES = {  # module: exceptions whose message is meant for the user
     "bench.studies.images.data": ["DataError"], "bench.studies.images.fid": ["FIDError"],
     "bench.studies.images.models": ["ModelLoadError"], "bench.studies.images.run": ["ImageRunError"],
     "bench.studies.images.train": ["TrainError"], "bench.studies.images.split": ["SplitError"],
-    "bench.studies.grid_optimize": ["OptimizeError"],
+    "bench.studies.grid_optimize": ["OptimizeError"], "bench.studies.conformance": ["ConformanceError"],
+    "bench.measure.precision": ["PrecisionError"],
 }
 
 
@@ -349,13 +350,15 @@ def _command_paths(group: click.Group, prefix: str = "") -> list[str]:
     return paths
 
 
-from bench.cli.fid import fid_group  # noqa: E402 (the groups import only click and bench.cli.options)
+from bench.cli.conformance import conformance_cmd  # noqa: E402 (the groups import only click and options)
+from bench.cli.fid import fid_group  # noqa: E402
 from bench.cli.grid import grid_group  # noqa: E402
 from bench.cli.images import images_group  # noqa: E402
 from bench.cli.learned import learned_group  # noqa: E402
 from bench.cli.split import split_cmd  # noqa: E402
 
 images_group.add_command(split_cmd)
+cli.add_command(conformance_cmd)
 for _group in (learned_group, images_group, fid_group, grid_group):
     cli.add_command(_group)
 

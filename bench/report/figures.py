@@ -21,6 +21,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from bench.report.charts import leaderboard, order_vs_theory
+from bench.report.conformance import plot_cards
 from bench.report.curves import error_vs_nfe, fid_vs_nfe, work_precision
 from bench.report.decomposition import plot_decomposition, score_vs_discretization
 from bench.report.grids import grids_origin, plot_grid_study, plot_transfer
@@ -77,6 +78,8 @@ def make_figures(results_dir: Path, style: str = "paper", solvers: list[str] | N
         return [plot_grid_study(res.rows, figdir / "grid-study.png")]
     if kind == "grid-transfer":
         return [plot_transfer(res.rows, figdir / "grid-transfer.png", grids_origin(res.manifest))]
+    if kind == "conformance":
+        return [plot_cards(res.rows, figdir / "conformance.png")]
     if kind == "image-split":  # its own figures: the split per solver
         for metric in sorted(set(res.rows["metric"]) - {"w2-exact"}):
             paths.append(plot_split(res.rows, figdir / f"split-{metric}.png", metric))

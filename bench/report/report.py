@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from bench.measure.paired import Z95
+from bench.report.conformance import cards, markdown
 from bench.report.equal_nfe import EQUAL_NFE_BUDGETS, error_at_nfe
 from bench.report.figures import Results, load_results, make_figures
 from bench.report.link import link_sections
@@ -303,11 +304,23 @@ def _figure_lines(figures: list[Path]) -> list[str]:
     return lines
 
 
+def _conformance_report(res: Results, figures: list[Path]) -> Path:
+    """report.md of a conformance study: the cards, the run and the figure."""
+    lines = [f"# Conformance report: {res.directory.name}", "", markdown(cards(res.rows)),
+             "## Run", "", _markdown(manifest_table(res), "_no manifest.json in the directory_"), ""]
+    lines += _figure_lines(figures)
+    report = res.directory / "report.md"
+    report.write_text("\n".join(lines))
+    return report
+
+
 def write_report(results_dir: Path, style: str = "paper", solvers: list[str] | None = None,
                  problems: list[str] | None = None) -> Path:
     """Write report.md and tables.tex into the results directory (figures made first if missing)."""
     res = load_results(results_dir, solvers, problems)
     figures = _figures(res, style, solvers, problems)
+    if (res.manifest or {}).get("kind") == "conformance":
+        return _conformance_report(res, figures)
     split = (res.manifest or {}).get("kind") == "image-split"
     boards = [] if split else leaderboard_tables(res)  # a split's components have their own tables
     counts = verdict_counts(res)

@@ -26,6 +26,7 @@ from bench.measure.grids import problem_grid
 from bench.measure.metrics import metric_rows
 from bench.measure.models import analytic_model
 from bench.measure.paired import PATH_METRICS, WEAK_METRICS, paired_row
+from bench.measure.precision import DTYPES, rounded_model, rounding_rms
 from bench.measure.reference import shared_limit
 from bench.measure.theory import conditions, theory
 from bench.studies.defaults import (  # noqa: E402 (torch-free: the CLI reads them)
@@ -155,8 +156,8 @@ def validate(config: SweepConfig) -> tuple[list[Problem], list[Sampler]]:
             raise SweepError(f"{config.steps[0]} steps is below the minimum of {', '.join(below)}")
     if not config.seeds:
         raise SweepError("need at least one seed")
-    if config.dtype not in ("float32", "float64"):
-        raise SweepError(f"--dtype must be float32 or float64, got {config.dtype!r}")
+    if config.dtype not in DTYPES:
+        raise SweepError(f"--dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
     if config.prior not in ("exact", "standard"):
         raise SweepError(f"--prior must be exact or standard, got {config.prior!r}")
     if config.device != "cpu" and not config.device.startswith("cuda"):
@@ -277,8 +278,9 @@ def run_cell(config: SweepConfig, cell: Cell) -> list[dict]:
     x_T = _prior(problem, config, config.samples, cell.seed, dtype).to(config.device)
     noise_seed = _stream_seed(cell.seed, problem.name, "noise")
     noise = solver.noise_source(noise_seed, problem.t_min, problem.t_max)
-    try:
-        result = solver.run(model, times, x_T, noise, denoise_final=config.denoise_final)
+    try:  # model and state in the run's dtype (bench/measure/precision.py); the metrics' laws in float64
+        result = solver.run(rounded_model(model, dtype), times, x_T, noise,
+                            denoise_final=config.denoise_final)
     except solver.failures as exc:
         return rows("diverged", f"{type(exc).__name__}: {exc}".splitlines()[0], steps)
     nfe = result.nfe
@@ -291,6 +293,13 @@ def run_cell(config: SweepConfig, cell: Cell) -> list[dict]:
         if name == "w2-exact":
             row["value"] = metrics.w2_exact(problem, solver, model, times, config.denoise_final,
                                             prior=_prior_law(problem, config))
+            if config.dtype != "float64":  # the law is float64 arithmetic's: add the rounding (a W2 bound)
+                wide = solver.run(model, times, x_T.double(), solver.noise_source(noise_seed, problem.t_min,
+                                  problem.t_max), denoise_final=config.denoise_final)
+                rms, row["stderr"] = rounding_rms(result.x, wide.x)
+                row["value"] += rms
+                row["reason"] = (f"W2 bound in {config.dtype}: exact W2 of the float64 law + RMS distance "
+                                 f"{rms:.3g} to the float64 run from the same x_T and noise")
         elif name in (*WEAK_METRICS, *PATH_METRICS):
             if config.prior != "exact":
                 raise metrics.MetricError("weak and pathwise metrics pair each sample with a reference from "

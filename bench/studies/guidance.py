@@ -25,6 +25,7 @@ from analytic.problems import Problem
 from analytic.targets import GaussianMixture
 from bench.measure import metrics
 from bench.measure.grids import problem_grid
+from bench.measure.precision import dtype_of, rounded_model
 from bench.measure.reference import path_rms, reference
 from bench.measure.theory import theory
 from bench.studies.learned import CheckpointError
@@ -91,6 +92,7 @@ class GuidedConfig:
     samples: int = 500
     schedule: str | None = None
     grid: str = "logsnr"
+    dtype: str = "float64"  # the solver runs (model and state); the references stay float64
 
 
 def model_name(guidance: str, label: int, scale: float) -> str:
@@ -116,6 +118,7 @@ class GuidedStudy(Study):
             raise metrics.MetricError("--samples must be positive, --seeds and --scales not empty")
         problem = get_problem(cfg.problem, cfg.schedule)
         check_grid(cfg.grid, problem.schedule.name)
+        dtype_of(cfg.dtype)
         for scale in cfg.scales:
             guided_model(problem, cfg.label, scale, cfg.guidance)  # refuse bad labels and scales up front
         chosen = resolve(cfg.solvers)
@@ -137,7 +140,8 @@ class GuidedStudy(Study):
         ref = reference(problem, model, x_T, seed, model_name=name)
         solver = make_solver(label)
         times = problem_grid(cfg.grid, problem, n, model)
-        result = solver.run(model, times, x_T.clone())
+        dtype = dtype_of(cfg.dtype)
+        result = solver.run(rounded_model(model, dtype), times, x_T.to(dtype))
         th = theory(solver, "path-rms")
         value = path_rms(result.x, ref.x)
         return [{"problem": problem.name, "schedule": problem.schedule.name, "model": name,
@@ -145,7 +149,7 @@ class GuidedStudy(Study):
                  "family": solver.family, "stochastic": False, "theory_order": th.low,
                  "theory_order_max": th.high, "theory_kind": th.kind, "grid": cfg.grid, "steps": n,
                  "nfe": result.nfe, "seed": seed, "metric": "path-rms", "value": value,
-                 "noise_floor": ref.error, "n_samples": cfg.samples, "dtype": "float64",
+                 "noise_floor": ref.error, "n_samples": cfg.samples, "dtype": cfg.dtype,
                  "status": "ok" if math.isfinite(value) else "diverged", "reason": "",
                  "sample_time": result.wall_time, "metric_time": math.nan, "tolerance": math.nan,
                  "guidance": cfg.guidance, "label": cfg.label, "scale": scale,

@@ -66,6 +66,10 @@ class Study(ABC):
         """Whether a finished cell's rows must be computed again (e.g. a metric added since)."""
         return False
 
+    def order_rows(self, frame):
+        """The rows of results.csv that orders.csv fits (all of them unless a study says otherwise)."""
+        return frame
+
     def manifest_extra(self) -> dict:
         """Study-specific facts for manifest.json (how references were computed, devices, ...)."""
         return {}
@@ -128,7 +132,7 @@ def run_study(study: Study, out_dir: Path, command: str = "", jobs: int | None =
     for cell in todo:
         chains.setdefault(cell.chain, []).append(cell)
     executor.run(list(chains.values()), functools.partial(cell_rows, study), record, cost=study.cost)
-    store.finalize()
+    store.finalize(study.order_rows)
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     manifest["cells"] = total
     write_manifest(out_dir, manifest)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +28,7 @@ KIND_COLUMNS = {  # columns only some kinds of study write, after RESULT_COLUMNS
     "guided": ["guidance", "label", "scale", "class_freq", "ref_class_freq"],
     "images": ["images_per_s", "network_share", "note"],
     "image-split": ["component"],  # discretization|both|exact|score|exact-gauss (studies/images/split.py)
+    "conformance": ["axis", "declared_nfe", "scale", "baseline"],  # studies/conformance.py
 }
 CELL_LOG = "cells.jsonl"
 
@@ -79,12 +81,13 @@ class ResultStore:
         frame = pd.DataFrame(rows, columns=[*RESULT_COLUMNS, *extra])
         return frame.sort_values(["problem", "solver", "grid", "steps", "seed", "metric"], kind="stable")
 
-    def finalize(self) -> pd.DataFrame:
-        """Write results.csv / results.parquet and orders.csv from the cell log."""
+    def finalize(self, order_rows: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> pd.DataFrame:
+        """Write results.csv / results.parquet and orders.csv (fitted on `order_rows(frame)`, default all
+        rows) from the cell log."""
         frame = self.frame().reset_index(drop=True)
         frame.to_csv(self.out_dir / "results.csv", index=False)
         frame.to_parquet(self.out_dir / "results.parquet", index=False)
-        orders = orders_table(frame)
+        orders = orders_table(frame if order_rows is None else order_rows(frame))
         orders.to_csv(self.out_dir / "orders.csv", index=False)
         return frame
 

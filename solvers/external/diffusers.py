@@ -109,6 +109,15 @@ class DiffusersSolver(ExternalSolver):
             return None
         return "iid"
 
+    def nfe(self, steps: int) -> int:
+        """The library's model calls for `steps`: its two-call schedulers make the last step to sigma = 0
+        with one call (2N - 1); PNDM's pseudo-Runge-Kutta warm-up replaces three steps by twelve calls."""
+        if self.target in TWO_CALLS:
+            return 2 * steps - 1
+        if self.target == "PNDMScheduler" and not self.config.get("skip_prk_steps", False):
+            return steps + 9
+        return steps
+
     def run(self, model: Model, times: Tensor, x: Tensor, noise: NoiseSource | None = None, *,
             denoise_final: bool = False, progress: Progress | None = None) -> SampleResult:
         start = time.perf_counter()
@@ -121,12 +130,13 @@ class DiffusersSolver(ExternalSolver):
         hook, seed = hook_and_seed(noise, lambda s: IidNoise(s).normal)
         gen = torch.Generator().manual_seed(seed)
         extra = {"generator": gen} if "generator" in inspect.signature(scheduler.step).parameters else {}
+        dtype = x.dtype
         x = x * float(scheduler.init_noise_sigma)
         with self._noise(hook):
             for k in scheduler.timesteps:
                 t = t_min + (t_max - t_min) * float(k) / (KNOTS - 1)
-                eps = counted(scheduler.scale_model_input(x, k), t).eps.to(x.dtype)
-                x = scheduler.step(eps, k, x, **extra).prev_sample
+                eps = counted(scheduler.scale_model_input(x, k), t).eps.to(dtype)
+                x = scheduler.step(eps, k, x, **extra).prev_sample.to(dtype)  # as pipelines keep latents
         sigmas = getattr(scheduler, "sigmas", None)
         if sigmas is not None and len(sigmas):
             s_end = float(sigmas[-1])

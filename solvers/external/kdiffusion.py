@@ -115,13 +115,20 @@ class KdiffSolver(ExternalSolver):
             return None
         return str(self.config.get("noise", "brownian"))
 
+    def nfe(self, steps: int) -> int:
+        """`steps` steps on the harness grid plus the final step to sigma = 0 that the run appends (one
+        call: every sampler's last step to 0 is a denoise or an Euler step)."""
+        return steps * self.nfe_per_step + 1
+
     def run(self, model: Model, times: Tensor, x: Tensor, noise: NoiseSource | None = None, *,
             denoise_final: bool = False, progress: Progress | None = None) -> SampleResult:
         start = time.perf_counter()
         fn = getattr(load_sampling(), self.target)
         sched = model.schedule
         grid = torch.as_tensor(times, dtype=torch.float64)
-        sigmas = torch.cat([sched.sigma_tilde(grid), torch.zeros(1, dtype=torch.float64)]).to(x.dtype)
+        # the sigmas in the run's dtype, float32 for half precision (k-diffusion's get_sigmas_* make float32)
+        wide = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        sigmas = torch.cat([sched.sigma_tilde(grid), torch.zeros(1, dtype=torch.float64)]).to(wide)
         kw = {k: v for k, v in self.config.items() if k != "noise"}
         if self.noise_kind is not None:
             hook, _ = hook_and_seed(noise, lambda seed: self._noise(seed, float(sigmas.max())))

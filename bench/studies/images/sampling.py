@@ -22,7 +22,8 @@ from solvers.model import Model
 from solvers.noise import _float_bits, _mix
 
 _PATH_STREAM = 0xB80A  # sample seeds of the Brownian paths, apart from the x_T generators
-NETWORK_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}  # autocast dtype of the network
+# autocast dtype of the network
+NETWORK_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class AutocastNetwork:
