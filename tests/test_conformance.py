@@ -171,3 +171,29 @@ def test_conformance_rows_carry_the_study_columns(tmp_path: Path) -> None:
     assert set(frame["metric"]) == {"w2-exact", "w2-bound", "rounding-rms"}
     orders = pd.read_csv(tmp_path / "out" / "orders.csv")
     assert set(orders["metric"]) == {"w2-exact"}  # fitted on the powers of two only
+
+
+def test_bench_run_samples_in_half_precision_and_records_divergence(tmp_path: Path) -> None:
+    from bench.studies.analytic import SweepConfig, run_sweep
+
+    config = SweepConfig(problems=["gauss-unit-3d"], solvers=[f"ddim,{TOY}"], steps=[8, 16], seeds=[0],
+                         samples=64, dtype="float16")
+    frame = load_rows(run_sweep(config, tmp_path / "run", jobs=1))
+    ddim = frame[frame["solver"] == "ddim"]
+    assert (ddim["status"] == "ok").all() and ddim["reason"].str.startswith("W2 bound in float16").all()
+    exact = load_rows(run_sweep(SweepConfig(problems=["gauss-unit-3d"], solvers=["ddim"], steps=[8, 16],
+                                            seeds=[0], samples=64), tmp_path / "run64", jobs=1))
+    gap = ddim["value"].to_numpy() - exact["value"].to_numpy()
+    assert (gap > 0).all() and (gap < 0.01).all()  # the rounding RMS of float16, added to the exact W2
+    broken = frame[frame["solver"] == "toy_broken.BrokenDDIM"]
+    assert (broken["status"] == "diverged").all() and (broken["reason"] == "non-finite samples").all()
+
+
+def test_guided_study_runs_in_bfloat16(tmp_path: Path) -> None:
+    from bench.studies.guidance import GuidedConfig, GuidedStudy
+
+    config = GuidedConfig(problem="mix-unit-2d", scales=[2.0], solvers=["ddim"], steps=[8], seeds=[0],
+                          samples=32, dtype="bfloat16")
+    run_study(GuidedStudy(config), tmp_path / "guided", jobs=1)
+    rows = load_rows(tmp_path / "guided")
+    assert list(rows["dtype"]) == ["bfloat16"] and (rows["status"] == "ok").all()

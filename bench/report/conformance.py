@@ -4,10 +4,11 @@ study's rows, each finding one line with the measured numbers behind it, and a P
 FLAG findings: a step count whose exact error is > 3x the trend of its neighbours (bench/measure/
 anomalies.py), a non-finite output or a raise after the first model call at some N, a counted NFE that
 differs from the declared one, a measured order that disagrees with the declared one, a non-finite
-output in reduced precision where float64 is finite, and a guided error that grows with the guidance
-scale more than 3x faster than first-order DDIM's on the same grid and NFE. Notes (not flags): step
-counts the sampler refuses before any model call, level shifts of the error between consecutive N,
-unresolved order verdicts.
+output in reduced precision where float64 is finite or a rounding error above the data's spread where
+float64 is accurate, and a guided error at the largest scale above twice first-order DDIM's (our `ddim`
+on the study's grid at the same NFE): the sampler has lost the advantage its order promises. Notes (not
+flags): step counts the sampler refuses before any model call, level shifts of the error between
+consecutive N, unresolved order verdicts.
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ import math
 from dataclasses import dataclass, field
 
 import pandas as pd
+import torch
 
+from analytic import get_problem
 from bench.measure.anomalies import outliers, ranges, shifts
 from bench.measure.orders import orders_table
 from bench.measure.precision import DTYPES
 from bench.report.style import format_log_axes, write_png
-from bench.studies.conformance import order_rows
+from bench.studies.conformance import FIT_SAMPLES, order_rows
 
 FLAG, OK, NOTE = "FLAG", "ok", "note"
-GUIDANCE_FACTOR = 3.0  # growth with w relative to first-order DDIM's that flags
+GUIDANCE_FACTOR = 2.0  # error at the largest w relative to first-order DDIM's that flags
 SHIFT_FACTOR = 2.0  # level shifts noted (not flagged) above this
 SHIFT_MIN_N = 8
 
@@ -70,7 +73,7 @@ def cards(frame: pd.DataFrame) -> list[Card]:
         card = Card(sampler, context)
         _dense(card, dense)
         _order(card, orders[orders["solver"] == sampler] if len(orders) else orders)
-        _precision(card, dense)
+        _precision(card, dense, _spread(dense))
         _guidance(card, rows[rows["axis"] == "guidance"])
         out.append(card)
     return out
@@ -89,24 +92,30 @@ def _dense(card: Card, dense: pd.DataFrame) -> None:
         card.add(NOTE, "dense", f"not run: {law['reason'].iloc[0]}")
         return
     ok = law[law["status"] == "ok"]
-    metric = ok["metric"].iloc[0] if len(ok) else law["metric"].iloc[0]
-    what = "exact W2" if metric == "w2-exact" else "W2 of a Gaussian fit (noise floor " + (
-        _g(float(ok["noise_floor"].median())) + ")" if len(ok) else ")")
+    fit = ok[ok["metric"] == "w2-fit"]
+    what = "exact W2"
+    if len(fit):
+        floor = _g(float(fit["noise_floor"].median()))
+        what = (f"W2 of a Gaussian fit to {FIT_SAMPLES} outputs (noise floor {floor})" if len(fit) == len(ok)
+                else f"exact W2 (a Gaussian fit at N = {ranges(fit['steps'])}, where the run is not affine)")
     refused = law[law["reason"].astype(str).str.startswith("refused")]
     failed = law[law["status"] == "diverged"]
-    for reason, group in failed.groupby("reason", sort=False):
+    for reason, group in _by_message(failed):
         card.add(FLAG, "dense", f"N = {ranges(group['steps'])}: {reason}")
-    for reason, group in refused.groupby("reason", sort=False):
+    for reason, group in _by_message(refused):
         card.add(NOTE, "dense", f"N = {ranges(group['steps'])} {reason}")
     found = outliers(ok["steps"], ok["value"], ok["noise_floor"])
     for o in found:
         card.add(FLAG, "dense", f"N = {o.n}: {what} {_g(o.value)} is {o.ratio:.1f}x the trend of its "
                                 f"neighbours ({_g(o.trend)})")
-    for s in shifts(ok["steps"], ok["value"], ok["noise_floor"], SHIFT_FACTOR, SHIFT_MIN_N):
-        worse = (f"{s.ratio:.1f}x higher up to N = {s.n}" if s.ratio > 1
-                 else f"{1 / s.ratio:.1f}x higher from N = {s.n_next}")
-        card.add(NOTE, "dense", f"level shift between N = {s.n} and {s.n_next}: the detrended error is "
-                                f"{worse}")
+    jumps = shifts(ok["steps"], ok["value"], ok["noise_floor"], SHIFT_FACTOR, SHIFT_MIN_N)
+    if jumps:
+        big = max(jumps, key=lambda s: abs(math.log(s.ratio)))
+        factor = big.ratio if big.ratio > 1 else 1 / big.ratio
+        side = "below" if big.ratio > 1 else "above"
+        card.add(NOTE, "dense", f"the detrended error level jumps by > {SHIFT_FACTOR:g}x between "
+                                f"consecutive N at {len(jumps)} place(s) (N = {ranges(s.n for s in jumps)}); "
+                                f"the largest, {factor:.1f}x, is worse {side} {big.n}|{big.n_next}")
     counted = ok.dropna(subset=["declared_nfe"])
     wrong = counted[counted["nfe"].astype(float) != counted["declared_nfe"].astype(float)]
     if len(wrong):
@@ -122,6 +131,15 @@ def _dense(card: Card, dense: pd.DataFrame) -> None:
         card.add(OK if not (found or len(failed) or len(wrong)) else NOTE, "dense",
                  f"{len(ok)} of {len(law)} N finite; {what} {_g(lo['value'])} at N = {int(lo['steps'])} -> "
                  f"{_g(hi['value'])} at N = {int(hi['steps'])}{clean}{nfe}")
+
+
+def _by_message(rows: pd.DataFrame):
+    """Rows grouped by their reason with the numbers in it masked (one line for 'N = 51-100 refused ...'),
+    each group's first reason shown."""
+    if rows.empty:
+        return []
+    keys = rows["reason"].astype(str).str.replace(r"\d+", "#", regex=True)
+    return [(group["reason"].iloc[0], group) for _, group in rows.groupby(keys, sort=False)]
 
 
 def _order(card: Card, orders: pd.DataFrame) -> None:
@@ -143,35 +161,68 @@ def _order(card: Card, orders: pd.DataFrame) -> None:
                                  f"{fit.verdict}{reason}")
 
 
-def _precision(card: Card, dense: pd.DataFrame) -> None:
-    bounds = dense[dense["metric"] == "w2-bound"]
-    finite64 = set(bounds[(bounds["dtype"] == "float64") & (bounds["status"] == "ok")]["steps"])
+def _spread(dense: pd.DataFrame) -> float:
+    """The RMS spread sqrt(tr Cov) of the dense axis' target: a rounding error above it leaves nothing of
+    the data in the output."""
+    if dense.empty:
+        return math.nan
+    try:
+        target = get_problem(str(dense["problem"].iloc[0])).target
+    except (ValueError, KeyError):
+        return math.nan
+    return math.sqrt(float(torch.trace(target.cov())))
+
+
+def _precision(card: Card, dense: pd.DataFrame, spread: float) -> None:
+    """Per reduced dtype: from which NFE on the rounding RMS exceeds the float64 run's exact error (the
+    error stops falling there: beyond it the bound grows with N), the first non-finite N, and the step
+    counts where rounding alone moves the output further than the data's own spread (flagged)."""
+    law = _law_rows(dense)
+    w64 = law[law["status"] == "ok"].set_index("steps")["value"].astype(float)
     for name in DTYPES:
-        rows = bounds[bounds["dtype"] == name].sort_values("steps")
-        if rows.empty:
+        if name == "float64":
             continue
-        ok = rows[rows["status"] == "ok"]
-        bad = rows[(rows["status"] == "diverged") & rows["steps"].isin(finite64)]
+        bounds = dense[(dense["metric"] == "w2-bound") & (dense["dtype"] == name)].sort_values("steps")
+        if bounds.empty:
+            continue
+        rounding = dense[(dense["metric"] == "rounding-rms") & (dense["dtype"] == name)
+                         & (dense["status"] == "ok")].set_index("steps")
+        bad = bounds[(bounds["status"] == "diverged") & bounds["steps"].isin(w64.index)]
         parts = []
-        if len(ok):
-            best = ok.loc[ok["value"].astype(float).idxmin()]
-            last = ok.iloc[-1]
-            if int(best["steps"]) == int(last["steps"]):
-                parts.append(f"error still falling at NFE {int(best['nfe'])} (W2 bound {_g(best['value'])})")
+        paired = rounding.index.intersection(w64.index).sort_values()
+        if len(paired):
+            over = rounding.loc[paired, "value"].astype(float) >= w64.loc[paired]
+            tail = [n for k, n in enumerate(paired) if over.iloc[k:].all()]
+            last = paired[-1]
+            nfe = rounding["nfe"].astype(float)
+            end = (f"at NFE {int(nfe[last])}: rounding RMS {_g(float(rounding.loc[last, 'value']))}, "
+                   f"exact W2 {_g(float(w64[last]))}")
+            if tail:
+                first = tail[0]
+                parts.append(f"error stops falling at NFE {int(nfe[first])}: from there on rounding RMS "
+                             f"exceeds the float64 exact W2 ({_g(float(rounding.loc[first, 'value']))} vs "
+                             f"{_g(float(w64[first]))}; {end})")
             else:
-                parts.append(f"error stops falling at NFE {int(best['nfe'])} (W2 bound {_g(best['value'])}; "
-                             f"{_g(last['value'])} at NFE {int(last['nfe'])})")
-            rounding = dense[(dense["metric"] == "rounding-rms") & (dense["dtype"] == name)
-                             & (dense["steps"] == last["steps"])]
-            if len(rounding):
-                rms = float(rounding["value"].iloc[0])
-                parts.append(f"rounding RMS {_g(rms)} at N = {int(last['steps'])}")
+                parts.append(f"discretization error dominates to the end ({end})")
+        else:
+            skipped = dense[(dense["metric"] == "rounding-rms") & (dense["dtype"] == name)
+                            & (dense["status"] == "skipped")]
+            if len(skipped):
+                parts.append(f"rounding not measured ({skipped['reason'].iloc[0]})")
+        # where the float64 run is a usable sample (exact W2 below a tenth of the spread) and rounding alone
+        # moves the output further than the data's spread
+        usable = w64[w64 < 0.1 * spread].index if math.isfinite(spread) else w64.index[:0]
+        lost = rounding[(rounding["value"].astype(float) > spread) & rounding.index.isin(usable)]
+        if len(lost):
+            worst = float(lost["value"].max())
+            parts.append(f"rounding RMS above the data's spread {_g(spread)} at N = {ranges(lost.index)} "
+                         f"(up to {_g(worst)}) where float64 is accurate")
         if len(bad):
             parts.append(f"first non-finite N = {int(bad['steps'].min())} ({len(bad)} N: "
                          f"{ranges(bad['steps'])}; {bad['reason'].iloc[0]})")
-        elif name != "float64" and len(ok):
+        else:
             parts.append("finite wherever float64 is")
-        card.add(FLAG if len(bad) and name != "float64" else OK, "precision", f"{name}: " + "; ".join(parts))
+        card.add(FLAG if len(bad) or len(lost) else OK, "precision", f"{name}: " + "; ".join(parts))
 
 
 def _guidance(card: Card, rows: pd.DataFrame) -> None:
@@ -193,14 +244,14 @@ def _guidance(card: Card, rows: pd.DataFrame) -> None:
         first, last = ok.iloc[0], ok.iloc[-1]
         growth = float(last["value"]) / float(first["value"])
         base = float(last["baseline"]) / float(first["baseline"])
-        relative = growth / base
+        versus = float(last["value"]) / float(last["baseline"])
         values = ", ".join(f"{_g(v)}" for v in ok["value"].astype(float))
         scales = ", ".join(f"{w:g}" for w in ok["scale"])
-        level = FLAG if relative > GUIDANCE_FACTOR else OK
+        level = FLAG if versus > GUIDANCE_FACTOR else OK
         card.add(level, "guidance",
                  f"NFE {int(budget)}: path-rms at w = {scales}: {values} (x{growth:.2g} from w = "
-                 f"{first['scale']:g} to {last['scale']:g}; first-order DDIM x{base:.2g}, so x{relative:.2g} "
-                 f"relative)")
+                 f"{first['scale']:g} to {last['scale']:g}, first-order DDIM x{base:.2g}; at w = "
+                 f"{last['scale']:g} {versus:.2g}x DDIM's {_g(float(last['baseline']))})")
 
 
 def render(card: Card) -> str:
@@ -238,10 +289,11 @@ def plot_cards(frame: pd.DataFrame, out, all_cards: list[Card] | None = None):
         dense = frame[(frame["solver"] == card.sampler) & (frame["axis"] == "dense")]
         bounds = dense[dense["metric"] == "w2-bound"]
         top = 1.0
-        for name, color in DTYPE_COLORS.items():
+        for name, color in reversed(DTYPE_COLORS.items()):  # float64 last, dashed on top of float32
             rows = bounds[(bounds["dtype"] == name) & (bounds["status"] == "ok")].sort_values("steps")
             if len(rows):
-                ax.plot(rows["steps"], rows["value"], color=color, lw=1, label=name)
+                ax.plot(rows["steps"], rows["value"], color=color, lw=1, label=name,
+                        ls="--" if name == "float64" else "-")
                 top = max(top, float(rows["value"].max()))
         law = _law_rows(dense)
         ok = law[law["status"] == "ok"]
@@ -259,7 +311,7 @@ def plot_cards(frame: pd.DataFrame, out, all_cards: list[Card] | None = None):
     for ax in list(axes.flat)[len(all_cards):]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.legend(handles[::-1], labels[::-1], loc="lower center", ncol=4, fontsize=7, frameon=False)
     fig.supxlabel("steps N", fontsize=8, y=0.03)
     fig.supylabel("W2 error (bound in reduced precision)", fontsize=8)
     fig.tight_layout(rect=(0.02, 0.05, 1, 1))
