@@ -5,17 +5,28 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from analytic import BUILTIN, ProblemError, get_problem
 
 
 def test_builtins_have_names_descriptions_and_expected_dims():
-    dims = {"gauss-1d": 1, "gauss-aniso-3d": 3, "ring-8": 2, "mix-2d": 2, "mix-16d": 16}
+    dims = {"gauss-1d": 1, "gauss-aniso-3d": 3, "gauss-unit-3d": 3, "ring-8": 2, "mix-2d": 2,
+            "mix-unit-2d": 2, "mix-16d": 16}
     for name, dim in dims.items():
         problem = get_problem(name)
         assert problem.dim == dim and problem.description
     assert get_problem("gauss-aniso-3d").is_gaussian and not get_problem("ring-8").is_gaussian
     assert set(BUILTIN) == set(dims)
+
+
+def test_unit_range_problems_are_their_originals_scaled():
+    """gauss-unit-3d and mix-unit-2d (the conformance study's targets) are gauss-aniso-3d / 5 and
+    mix-2d / 3: the same shape inside the image range [-1, 1] that library defaults assume."""
+    for unit, original, scale in (("gauss-unit-3d", "gauss-aniso-3d", 5.0), ("mix-unit-2d", "mix-2d", 3.0)):
+        a, b = get_problem(unit).target, get_problem(original).target
+        assert torch.allclose(a.means * scale, b.means) and torch.allclose(a.covs * scale**2, b.covs)
+        assert torch.equal(a.weights, b.weights)
 
 
 def write(tmp_path, spec, name="p.json"):
