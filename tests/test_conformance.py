@@ -197,3 +197,14 @@ def test_guided_study_runs_in_bfloat16(tmp_path: Path) -> None:
     run_study(GuidedStudy(config), tmp_path / "guided", jobs=1)
     rows = load_rows(tmp_path / "guided")
     assert list(rows["dtype"]) == ["bfloat16"] and (rows["status"] == "ok").all()
+
+
+def test_decompose_study_runs_in_float16(tmp_path: Path) -> None:
+    from bench.studies.decompose import DecomposeConfig, DecomposeStudy
+
+    config = DecomposeConfig(problem="mix-unit-2d", model="perturb:bias=0.05", solvers=["ddim"], steps=[8],
+                             seeds=[0], samples=32, dtype="float16")
+    run_study(DecomposeStudy(config), tmp_path / "dec", jobs=1)
+    rows = load_rows(tmp_path / "dec")
+    assert (rows["status"] == "ok").all()
+    assert set(rows.loc[rows["component"] != "score", "dtype"]) == {"float16"}
