@@ -346,6 +346,8 @@ def test_bf16_network_keeps_float32_solver_arithmetic(tmp_path: Path) -> None:
     assert low.dtype == torch.float32 and not torch.equal(low, exact)
     assert (low - exact).norm() < 0.05 * exact.norm()
     assert bf16.fn.seconds > 0
+    half = sample_batches(with_dtype(model, "float16"), make_solver("ddim"), times, x_T, 0, 3).x
+    assert half.dtype == torch.float32 and (half - exact).norm() < 0.05 * exact.norm()
     with pytest.raises(ValueError, match="unknown network dtype"):
         with_dtype(model, "int8")
 
