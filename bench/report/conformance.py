@@ -284,7 +284,8 @@ def plot_cards(frame: pd.DataFrame, out, all_cards: list[Card] | None = None):
     all_cards = cards(frame) if all_cards is None else all_cards
     cols = min(4, len(all_cards))
     rows_n = math.ceil(len(all_cards) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(3.2 * cols, 2.5 * rows_n), squeeze=False, sharex=True)
+    height = 2.5 * rows_n + 0.6
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.2 * cols, height), squeeze=False, sharex=True)
     for ax, card in zip(axes.flat, all_cards, strict=False):
         dense = frame[(frame["solver"] == card.sampler) & (frame["axis"] == "dense")]
         bounds = dense[dense["metric"] == "w2-bound"]
@@ -297,6 +298,14 @@ def plot_cards(frame: pd.DataFrame, out, all_cards: list[Card] | None = None):
                 top = max(top, float(rows["value"].max()))
         law = _law_rows(dense)
         ok = law[law["status"] == "ok"]
+        if bounds.empty or (bounds["status"] == "skipped").all():
+            ax.text(0.5, 0.5, "no dense axis\n" + (str(law["reason"].iloc[0]) if len(law) else ""),
+                    ha="center", va="center", fontsize=6, transform=ax.transAxes, wrap=True)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{card.sampler}\n{card.summary}", fontsize=7,
+                         color="red" if card.flags else "black")
+            continue
         for o in outliers(ok["steps"], ok["value"], ok["noise_floor"]):
             ax.plot([o.n], [o.value], "o", mfc="none", mec="red", ms=8)
         bad = bounds[bounds["status"] == "diverged"]
@@ -312,7 +321,7 @@ def plot_cards(frame: pd.DataFrame, out, all_cards: list[Card] | None = None):
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles[::-1], labels[::-1], loc="lower center", ncol=4, fontsize=7, frameon=False)
-    fig.supxlabel("steps N", fontsize=8, y=0.03)
+    fig.supxlabel("steps N", fontsize=8, y=0.32 / height)
     fig.supylabel("W2 error (bound in reduced precision)", fontsize=8)
-    fig.tight_layout(rect=(0.02, 0.05, 1, 1))
+    fig.tight_layout(rect=(0.02, 0.5 / height, 1, 1))
     return write_png(fig, out)
