@@ -79,6 +79,8 @@ def table(orders: pd.DataFrame | None = None) -> str:
     """The markdown table; `orders` from `measured` (None: declared columns only, '?' measured)."""
     lines = [HEADER, "|" + "---|" * HEADER.count(" | ") + "---|"]
     for solver in resolve("all"):
+        if type(solver).__module__.split(".")[0] != "solvers":  # a file or plugin solver loaded in-process
+            continue
         cap = _num(solver.order_cap) + ("*" if solver.order_exceptions else "")
         lines.append(f"| `{solver.name}` | {solver.family} | {_num(solver.order)} | "
                      f"{_num(solver.strong_order)} | {cap} | {solver.nfe_per_step} | "

@@ -223,7 +223,8 @@ class ConformanceStudy(Study):
         w2_row = {**base, "dtype": "float64", "status": "ok", "nfe": first.nfe,
                   "sample_time": first.wall_time}
         metric, value, floor = _law_error(problem, sampler, model, times, first, cfg)
-        w2_row.update(metric=metric, value=value, noise_floor=floor)
+        # a fit's sampling error: the same statistic of exact draws (its floor) is its typical size
+        w2_row.update(metric=metric, value=value, noise_floor=floor, stderr=floor if floor else math.nan)
         if not math.isfinite(value):
             w2_row.update(status="diverged", reason="non-finite exact law", value=math.nan)
         out.append(w2_row)
