@@ -208,3 +208,23 @@ def test_decompose_study_runs_in_float16(tmp_path: Path) -> None:
     rows = load_rows(tmp_path / "dec")
     assert (rows["status"] == "ok").all()
     assert set(rows.loc[rows["component"] != "score", "dtype"]) == {"float16"}
+
+
+@needs_diffusers
+def test_dpmsolver_sde_is_deterministic_given_the_noise_seed() -> None:
+    """Its Brownian tree is seeded from the global RNG unless given a seed: the adapter gives the run's."""
+    from bench.measure.grids import problem_grid
+    from solvers import make_solver
+
+    problem = get_problem("gauss-unit-3d")
+    model = analytic_model(problem)
+    sampler = make_solver("diffusers:DPMSolverSDEScheduler")
+    x = problem.sample_marginal(problem.t_max, 8, torch.Generator().manual_seed(0))
+    times = problem_grid("logsnr", problem, 10, model)
+
+    def run(seed: int) -> torch.Tensor:
+        torch.rand(7)  # move the global RNG between runs
+        noise = sampler.noise_source(seed, problem.t_min, problem.t_max)
+        return sampler.run(model, times, x.clone(), noise).x
+
+    assert torch.equal(run(3), run(3)) and not torch.equal(run(3), run(4))

@@ -124,10 +124,14 @@ class DiffusersSolver(ExternalSolver):
         sched, steps = model.schedule, len(times) - 1
         t_min, t_max = float(times[-1]), float(times[0])
         betas = trained_betas(sched, t_min, t_max)
-        scheduler = getattr(_lib(), self.target)(trained_betas=betas.tolist(), **self.config)
+        hook, seed = hook_and_seed(noise, lambda s: IidNoise(s).normal)
+        cls = getattr(_lib(), self.target)
+        config = dict(self.config)
+        if "noise_sampler_seed" in inspect.signature(cls.__init__).parameters:  # DPMSolverSDE's own tree:
+            config.setdefault("noise_sampler_seed", seed)  # seeded from the global RNG unless given one
+        scheduler = cls(trained_betas=betas.tolist(), **config)
         scheduler.set_timesteps(steps)
         counted = CountingModel(model)
-        hook, seed = hook_and_seed(noise, lambda s: IidNoise(s).normal)
         gen = torch.Generator().manual_seed(seed)
         extra = {"generator": gen} if "generator" in inspect.signature(scheduler.step).parameters else {}
         dtype = x.dtype
