@@ -129,7 +129,7 @@ def _dense(card: Card, dense: pd.DataFrame) -> None:
         clean = "" if found or len(failed) else ", no step count > 3x its neighbours' trend"
         nfe = "" if len(wrong) else ", counted NFE = declared"
         card.add(OK if not (found or len(failed) or len(wrong)) else NOTE, "dense",
-                 f"{len(ok)} of {len(law)} N finite; {what} {_g(lo['value'])} at N = {int(lo['steps'])} -> "
+                 f"{len(ok)} of {len(law)} N measured; {what} {_g(lo['value'])} at N = {int(lo['steps'])} -> "
                  f"{_g(hi['value'])} at N = {int(hi['steps'])}{clean}{nfe}")
 
 
