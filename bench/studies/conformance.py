@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
@@ -137,9 +137,6 @@ class ConformanceStudy(Study):
 
     settings: ConformanceConfig
     kind = "conformance"
-
-    def config(self) -> dict:
-        return asdict(self.settings)
 
     def cells(self) -> list[Cell]:
         cfg = self.settings

@@ -13,7 +13,7 @@ study runs on the one engine (bench/sweep/engine.py) and writes the standard res
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -57,9 +57,6 @@ class DecomposeStudy(Study):
 
     settings: DecomposeConfig
     kind = "decompose"
-
-    def config(self) -> dict:
-        return asdict(self.settings)
 
     def cells(self) -> list[Cell]:
         cfg = self.settings

@@ -229,9 +229,6 @@ class TransferStudy(Study):
     settings: TransferConfig
     kind = "grid-transfer"
 
-    def config(self) -> dict:
-        return asdict(self.settings)
-
     def cells(self) -> list[Cell]:
         cfg = self.settings
         if not (Path(cfg.grids) / "grids").is_dir():

@@ -14,7 +14,7 @@ runs on the one engine and writes the standard results directory, one `model` pe
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -108,9 +108,6 @@ class GuidedStudy(Study):
 
     settings: GuidedConfig
     kind = "guided"
-
-    def config(self) -> dict:
-        return asdict(self.settings)
 
     def cells(self) -> list[Cell]:
         cfg = self.settings

@@ -9,6 +9,7 @@ manifest.json (with the study's `kind` and config) and cells.jsonl.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -40,9 +41,10 @@ class Study(ABC):
 
     kind: ClassVar[str] = ""
 
-    @abstractmethod
     def config(self) -> dict:
-        """The study's settings, JSON-able; a directory only resumes a study with the same ones."""
+        """The study's settings, JSON-able; a directory only resumes a study with the same ones. Default:
+        the study's dataclass `settings` as a dict."""
+        return dataclasses.asdict(self.settings)
 
     @abstractmethod
     def cells(self) -> list[Cell]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
@@ -119,9 +119,6 @@ class SplitStudy(Study):
 
     settings: SplitConfig
     kind = "image-split"
-
-    def config(self) -> dict:
-        return asdict(self.settings)
 
     def cells(self) -> list[Cell]:
         cfg = self.settings
