@@ -8,9 +8,7 @@ from pathlib import Path
 
 import click
 
-from bench.cli.options import FLOATS, INTS, NAMES, SEEDS, command_line, jobs_option, out_option
-
-DTYPE_NAMES = ("float64", "float32", "bfloat16", "float16")
+from bench.cli.options import DTYPE_NAMES, FLOATS, INTS, NAMES, SEEDS, command_line, jobs_option, out_option
 
 
 @click.command("conformance")

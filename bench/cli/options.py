@@ -104,6 +104,7 @@ class SeedList(click.ParamType):
 
 
 NAMES, INTS, FLOATS, SEEDS = NameList(), IntList(), FloatList(), SeedList()
+DTYPE_NAMES = ("float64", "float32", "bfloat16", "float16")  # bench/measure/precision.py DTYPES, torch-free
 Decorator = Callable[[Callable], Callable]
 
 
@@ -147,7 +148,7 @@ def sampling_options(device_help: str = "cpu or cuda[:k].") -> Decorator:
         click.option("--schedule", default=None, help="Override the problems' noise schedule "
                      "(bench list schedules)."),
         click.option("--device", default="cpu", show_default=True, help=device_help),
-        click.option("--dtype", type=click.Choice(["float64", "float32", "bfloat16", "float16"]),
+        click.option("--dtype", type=click.Choice(DTYPE_NAMES),
                      default="float64", show_default=True,
                      help="Sampling precision: the model's input and output and the sampler's state "
                           "(exact laws and references stay float64; a non-finite run is a diverged row)."),

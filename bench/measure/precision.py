@@ -19,7 +19,6 @@ from solvers.model import Model
 
 DTYPES: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.float32,
                                   "bfloat16": torch.bfloat16, "float16": torch.float16}
-HALF = ("bfloat16", "float16")
 
 
 class PrecisionError(ValueError):

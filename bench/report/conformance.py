@@ -64,6 +64,7 @@ def _g(v: float) -> str:
 def cards(frame: pd.DataFrame) -> list[Card]:
     """One card per sampler, in the order the rows name them."""
     orders = orders_table(order_rows(frame)) if len(frame) else pd.DataFrame()
+    spread = _spread(frame[frame["axis"] == "dense"])  # one target for every card of a study
     out = []
     for sampler in dict.fromkeys(frame["solver"]):
         rows = frame[frame["solver"] == sampler]
@@ -73,7 +74,7 @@ def cards(frame: pd.DataFrame) -> list[Card]:
         card = Card(sampler, context)
         _dense(card, dense)
         _order(card, orders[orders["solver"] == sampler] if len(orders) else orders)
-        _precision(card, dense, _spread(dense))
+        _precision(card, dense, spread)
         _guidance(card, rows[rows["axis"] == "guidance"])
         out.append(card)
     return out

@@ -232,7 +232,7 @@ def _prior_law(problem: Problem, config: SweepConfig) -> tuple[torch.Tensor, tor
 
 
 @functools.lru_cache(maxsize=16)
-def _problem(name: str, schedule: str | None) -> Problem:
+def cached_problem(name: str, schedule: str | None) -> Problem:
     """One Problem per process and name: its schedule and target memoize per-time coefficients, which
     every cell on the same grid reuses (problems are never mutated after construction)."""
     return get_problem(name, schedule)
@@ -241,7 +241,7 @@ def _problem(name: str, schedule: str | None) -> Problem:
 def run_cell(config: SweepConfig, cell: Cell) -> list[dict]:
     """Sample one cell and evaluate its metrics; never raises for solver failures (rows record
     status diverged/skipped with the reason)."""
-    problem = _problem(cell.problem, config.schedule)
+    problem = cached_problem(cell.problem, config.schedule)
     solver = _solver_for(cell)
     base = make_solver(cell.solver)
     dtype = getattr(torch, config.dtype)

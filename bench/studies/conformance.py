@@ -17,7 +17,6 @@ of the one engine; bench/report/conformance.py turns its rows into one card per 
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -122,11 +121,6 @@ def order_rows(frame):
     return frame[dense | (frame["axis"] == "order")]
 
 
-@functools.lru_cache(maxsize=8)
-def _problem(name: str, schedule: str | None) -> Problem:
-    return get_problem(name, schedule)
-
-
 def _seed(seed: int, *parts: str) -> int:
     return _mix(seed, *(ord(c) for c in "/".join(parts))) % (2**62)
 
@@ -183,7 +177,7 @@ class ConformanceStudy(Study):
     def _dense(self, sampler: Sampler, n: int) -> list[dict]:
         """Every dtype's run of N steps from one x_T (and noise); the float64 law's exact W2."""
         cfg = self.settings
-        problem = _problem(cfg.gauss_problem, cfg.schedule)
+        problem = analytic.cached_problem(cfg.gauss_problem, cfg.schedule)
         model = analytic_model(problem)
         th = theory(sampler, "w2-exact", conditions(True, cfg.grid, problem.schedule.name))
         base = self._base(sampler, problem, steps=n, n_samples=cfg.samples, theory_order=th.low,
@@ -256,7 +250,7 @@ class ConformanceStudy(Study):
         """path-rms to the guided flow (or, for a stochastic Solver, the guided reverse SDE on the same
         Brownian path) at each NFE, beside the first-order baseline's on the same grid."""
         cfg = self.settings
-        problem = _problem(cfg.mixture_problem, cfg.schedule)
+        problem = analytic.cached_problem(cfg.mixture_problem, cfg.schedule)
         name = model_name("classifier", cfg.label, scale)
         th = theory(sampler, "path-rms")
         base = self._base(sampler, problem, model=name, metric="path-rms", dtype="float64", scale=scale,
